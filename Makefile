@@ -1,0 +1,42 @@
+# The template's task runner. `make help` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := bash
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: help install test lint demo clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(BIN)/pytest: pyproject.toml
+	$(UV) sync --quiet --python "$$(command -v python3)"
+	@touch $@
+
+install: $(BIN)/pytest ## Create .venv with the template's tools
+
+lint: install ## Lint the template's own Python (hooks, tests, extension)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint ## Everything: generation, hooks, and each baked project's own tools on real PostgreSQL
+	$(BIN)/pytest
+
+demo: install ## Bake with defaults, start a local PostgreSQL, migrate, run the demo
+	@set -euo pipefail; \
+	scratch=$$(mktemp -d /tmp/template-demo-XXXXXX); chmod 755 "$$scratch"; \
+	port=$$($(BIN)/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'); \
+	$(BIN)/cookiecutter --no-input . --output-dir "$$scratch" db_port=$$port >/dev/null; \
+	cd "$$scratch/tutorial_service"; \
+	echo "Baked into $$PWD (PostgreSQL on port $$port)"; \
+	$(UV) sync --quiet --python "$$(command -v python3)"; \
+	trap '.venv/bin/python scripts/local_postgres.py stop >/dev/null' EXIT; \
+	.venv/bin/python scripts/local_postgres.py start; \
+	.venv/bin/alembic upgrade head; \
+	echo "Stored tutorials:"; \
+	.venv/bin/python -m tutorial_service
+
+clean: ## Remove the template's .venv and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,113 @@
+"""Baking: which answers bake a valid project, which are refused, and what a bake contains."""
+
+import py_compile
+import re
+import stat
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pytest
+from cookiecutter.exceptions import FailedHookException
+
+from .conftest import TEMPLATE, read_env
+
+SUPPORTED: list[dict[str, str]] = [
+    {},
+    {"project_name": "Café Ünïcode — «Straße»"},
+    {"project_name": "Quotes \" ' and \\ back{slash} {{ braces }} {% tag %}"},
+    {"project_name": "2048 Game"},
+    {"project_name": "class"},
+    {"project_name": "asyncio"},
+    {"project_name": "!!!"},
+    {"project_slug": "my_service"},
+    {"db_password": "p@ss:w/rd%41#?&=é 'q\"x"},
+    {"db_user": "app-user with space", "db_name": "db-ünï code"},
+    {"db_host": "db.internal.example.com", "db_port": "6543"},
+    {"db_host": "::1"},
+    {"db_host": "[2001:db8::1]"},
+]
+
+UNSUPPORTED: list[dict[str, str]] = [
+    {"project_slug": "My-Service"},
+    {"project_slug": "1service"},
+    {"project_slug": "import"},
+    {"project_slug": "sqlalchemy"},
+    {"project_slug": "café"},
+    {"db_port": "0"},
+    {"db_port": "65536"},
+    {"db_port": "54x"},
+    {"db_host": "db host"},
+    {"db_host": "db/host"},
+    {"db_host": ""},
+    {"db_user": ""},
+    {"db_name": " "},
+]
+
+UNRENDERED = re.compile(r"\{\{\s*cookiecutter|\{%|%\}")
+
+
+def ids(context: dict[str, str]) -> str:
+    return ",".join(f"{key}={value!r}" for key, value in context.items()) or "defaults"
+
+
+@pytest.mark.parametrize("context", SUPPORTED, ids=ids)
+def test_bakes_a_valid_project(cookies: Any, context: dict[str, str]) -> None:
+    """Every file renders fully, Python compiles, TOML parses, .env holds the exact answers."""
+    result = cookies.bake(extra_context=context)
+    assert result.exit_code == 0, result.exception
+    project = Path(result.project_path)
+    answers = result.context
+
+    assert project.name == answers["project_slug"]
+    assert answers["project_slug"].isidentifier()
+    assert (project / "src" / answers["project_slug"] / "database.py").is_file()
+    for path in project.rglob("*"):
+        if path.is_file() and path.suffix != ".mako":
+            assert not UNRENDERED.search(path.read_text(encoding="utf-8")), path
+        if path.suffix == ".py":
+            py_compile.compile(str(path), doraise=True)
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pyproject["project"]["description"] == answers["project_name"]
+
+    env_file = project / ".env"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    url = urlsplit(read_env(project)["DATABASE_URL"])
+    assert url.scheme == "postgresql+asyncpg"
+    assert unquote(url.username or "") == answers["db_user"]
+    assert unquote(url.path[1:]) == answers["db_name"]
+    assert url.port == int(answers["db_port"])
+    assert url.hostname == answers["db_host"].strip("[]").lower()
+    if answers["db_password"]:
+        assert unquote(url.password or "") == answers["db_password"]
+    else:
+        assert len(unquote(url.password or "")) >= 24
+
+
+def test_alembic_script_template_is_copied_unrendered(cookies: Any) -> None:
+    """Alembic's script.py.mako reaches the project byte for byte."""
+    result = cookies.bake()
+    mako = Path("alembic") / "script.py.mako"
+    original = TEMPLATE / "{{cookiecutter.project_slug}}" / mako
+    assert (Path(result.project_path) / mako).read_bytes() == original.read_bytes()
+
+
+def test_blank_passwords_differ_between_bakes(cookies: Any) -> None:
+    """A blank db_password becomes a new random one on every bake."""
+    passwords = {
+        urlsplit(read_env(Path(cookies.bake().project_path))["DATABASE_URL"]).password
+        for _ in range(3)
+    }
+    assert len(passwords) == 3
+
+
+@pytest.mark.parametrize("context", UNSUPPORTED, ids=ids)
+def test_refuses_bad_answers(cookies: Any, tmp_path: Path, context: dict[str, str]) -> None:
+    """A bad explicit answer fails the pre-gen hook and leaves no directory behind."""
+    result = cookies.bake(extra_context=context)
+    assert isinstance(result.exception, FailedHookException)
+    assert result.project_path is None
+    output_dirs = list((tmp_path / "cookies").iterdir())
+    assert output_dirs
+    assert not any(any(output.iterdir()) for output in output_dirs)

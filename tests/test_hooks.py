@@ -1,0 +1,108 @@
+"""The hooks' functions, and the slug filter, on their own."""
+
+import keyword
+import stat
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hooks.post_gen_project import database_url, make_password, write_env
+from hooks.pre_gen_project import RESERVED_SLUGS, problems, slug_problems
+from local_extensions import identifier
+
+VALID = {"slug": "app", "host": "localhost", "port": "5432", "user": "app", "database": "app"}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("slug", "Bad-Slug", "project_slug"),
+        ("slug", "def", "project_slug"),
+        ("slug", "json", "project_slug"),
+        ("host", "a b", "db_host"),
+        ("host", "a/b", "db_host"),
+        ("port", "70000", "db_port"),
+        ("port", "-1", "db_port"),
+        ("user", "", "db_user"),
+        ("database", "  ", "db_name"),
+    ],
+)
+def test_each_problem_is_one_line_naming_the_field(field: str, value: str, named: str) -> None:
+    """A bad answer gives exactly one line, which starts with the field's name."""
+    found = problems(**{**VALID, field: value})
+    assert len(found) == 1
+    assert found[0].startswith(f"{named}: ")
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    """Several bad answers give one line each, not just the first."""
+    assert len(problems(slug="X", host="", port="0", user="", database="")) == 5
+
+
+def test_good_answers_have_no_problems() -> None:
+    assert problems(**VALID) == []
+
+
+@given(st.text(max_size=60))
+def test_any_project_name_gives_an_accepted_slug(name: str) -> None:
+    """Whatever the name, the derived slug passes the pre-gen check."""
+    slug = identifier(name)
+    assert slug_problems(slug) == []
+    assert slug.isascii()
+    assert not keyword.iskeyword(slug)
+    assert slug not in RESERVED_SLUGS
+
+
+@pytest.mark.parametrize(
+    ("name", "slug"),
+    [
+        ("Tutorial Service", "tutorial_service"),
+        ("Café Ünïcode", "cafe_unicode"),
+        ("2048 Game", "project_2048_game"),
+        ("class", "class_project"),
+        ("asyncio", "asyncio_project"),
+        ("!!!", "project"),
+    ],
+)
+def test_slug_examples(name: str, slug: str) -> None:
+    assert identifier(name) == slug
+
+
+@given(
+    user=st.text(min_size=1, max_size=30),
+    password=st.text(max_size=40),
+    database=st.text(min_size=1, max_size=30),
+)
+def test_every_url_part_round_trips(user: str, password: str, database: str) -> None:
+    """Any user, password and database name come back exactly after escaping."""
+    url = urlsplit(database_url(user, password, "localhost", "5432", database))
+    assert (unquote(url.username or ""), unquote(url.password or ""), unquote(url.path[1:])) == (
+        user,
+        password,
+        database,
+    )
+    assert (url.hostname, url.port) == ("localhost", 5432)
+
+
+def test_ipv6_hosts_are_bracketed() -> None:
+    assert urlsplit(database_url("u", "p", "::1", "5432", "d")).hostname == "::1"
+    assert "@[::1]:5432/" in database_url("u", "p", "::1", "5432", "d")
+
+
+def test_generated_passwords_are_long_and_distinct() -> None:
+    passwords = {make_password() for _ in range(100)}
+    assert len(passwords) == 100
+    assert min(map(len, passwords)) >= 24
+
+
+def test_env_file_is_private_even_under_a_loose_umask(tmp_path: Path) -> None:
+    """.env is created 0600, and an existing looser file is tightened."""
+    env = tmp_path / ".env"
+    env.write_text("old")
+    env.chmod(0o644)
+    write_env(env, "postgresql+asyncpg://u:p@h:1/d")
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    assert "DATABASE_URL='postgresql+asyncpg://u:p@h:1/d'" in env.read_text()

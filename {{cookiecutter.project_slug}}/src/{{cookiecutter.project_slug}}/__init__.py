@@ -1,0 +1,1 @@
+"""Async SQLAlchemy 2 + asyncpg data layer on PostgreSQL."""

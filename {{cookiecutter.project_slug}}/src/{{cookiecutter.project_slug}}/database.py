@@ -1,0 +1,69 @@
+"""One engine, one session factory, and `get_session()`."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from uuid import uuid4
+
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import NullPool
+
+from .settings import Settings, get_settings
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    """An asyncpg engine configured by `settings`; connecting happens on first use."""
+    url = settings.database_url_object
+    if settings.database_pgbouncer:
+        # PgBouncer in transaction mode may run each statement on another server connection:
+        # keep no prepared statements across statements and give any it makes a unique name
+        # (sqlalchemy#6467, #10226). PgBouncer pools connections itself, so no pool here.
+        return create_async_engine(
+            url.update_query_dict({"prepared_statement_cache_size": "0"}),
+            echo=settings.database_echo,
+            poolclass=NullPool,
+            connect_args={
+                "statement_cache_size": 0,
+                "prepared_statement_name_func": lambda: f"__asyncpg_{uuid4()}__",
+            },
+        )
+    return create_async_engine(
+        url,
+        echo=settings.database_echo,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        pool_timeout=settings.database_pool_timeout,
+        pool_recycle=settings.database_pool_recycle,
+        # One cheap round trip per checkout, so a restarted server costs no failed request.
+        pool_pre_ping=True,
+    )
+
+
+engine = create_engine(get_settings())
+# expire_on_commit=False: objects stay loaded after commit, so reading an attribute later does
+# no implicit IO (which would fail outside the greenlet bridge with MissingGreenlet).
+session_factory = async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def get_session() -> AsyncIterator[AsyncSession]:
+    """Yield a session that commits when the block exits cleanly and rolls back when it raises.
+
+    An explicit `await session.commit()` inside the block works too. When the block raises
+    (cancellation included), leaving `async with` closes the session without committing: the
+    close is shielded from cancellation and returns the connection to the pool, which rolls it
+    back, or discards it if a cancelled statement left it unusable. A rollback awaited here
+    instead would fail on such a connection and mask the original error.
+    """
+    async with session_factory() as session:
+        yield session
+        await session.commit()
+
+
+async def dispose() -> None:
+    """Close every pooled connection; call at shutdown (end of a script, app lifespan exit)."""
+    await engine.dispose()

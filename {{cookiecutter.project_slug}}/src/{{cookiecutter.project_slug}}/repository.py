@@ -1,0 +1,39 @@
+"""Reading and writing tutorials inside the caller's session and transaction."""
+
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .models import Tutorial
+
+
+async def save_tutorial(session: AsyncSession, name: str) -> Tutorial:
+    """Add one tutorial; flushing assigns its `tutorial_id` now, committing is the caller's."""
+    tutorial = Tutorial(name=name)
+    session.add(tutorial)
+    await session.flush()
+    return tutorial
+
+
+async def list_tutorials(session: AsyncSession) -> Sequence[Tutorial]:
+    """Every tutorial, oldest first."""
+    result = await session.scalars(select(Tutorial).order_by(Tutorial.tutorial_id))
+    return result.all()
+
+
+async def save_tutorials(session: AsyncSession, names: Iterable[str]) -> int:
+    """Save many tutorials with PostgreSQL COPY on the session's own connection.
+
+    COPY runs inside the session's transaction, so it commits or rolls back with the rest of
+    the block. It skips the ORM (no objects come back), which makes it the fast path for bulk.
+    """
+    records = [(name,) for name in names]
+    await session.flush()  # pending ORM changes go first, in the order the caller made them
+    connection = await session.connection()
+    asyncpg_connection = (await connection.get_raw_connection()).driver_connection
+    assert asyncpg_connection is not None  # a checked-out connection always has one
+    await asyncpg_connection.copy_records_to_table(
+        Tutorial.__tablename__, columns=["name"], records=records
+    )
+    return len(records)
