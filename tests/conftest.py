@@ -27,7 +27,13 @@ def load_local_postgres() -> ModuleType:
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
+    # No __pycache__ inside the template: cookiecutter would try to render the .pyc.
+    sys.dont_write_bytecode, saved = True, sys.dont_write_bytecode
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = saved
     return module
 
 
