@@ -6,6 +6,7 @@ from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from {{ cookiecutter.project_slug }}.migrations import MIGRATION_LOCK_ID
 from {{ cookiecutter.project_slug }}.models import Base
 from {{ cookiecutter.project_slug }}.settings import get_settings
 
@@ -20,10 +21,6 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 
 # the models' MetaData, for 'autogenerate' support
 target_metadata = Base.metadata
-
-# Concurrent `upgrade` runs (several app instances starting at once) queue on this
-# transaction-scoped advisory lock instead of racing each other (alembic#633).
-MIGRATION_LOCK_ID = 5_186_823_411_023_374_112
 
 
 def run_migrations_offline() -> None:
@@ -48,6 +45,8 @@ def do_run_migrations(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata)
 
     with context.begin_transaction():
+        # Concurrent upgrades (app instances starting together) queue here instead of racing
+        # to create the same tables (alembic#633); released when this transaction ends.
         connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
         context.run_migrations()
 

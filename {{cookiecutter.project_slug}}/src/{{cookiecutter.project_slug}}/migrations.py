@@ -9,6 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 # alembic.ini and alembic/ live at the project root, beside src/ (a source checkout).
 ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
+# env.py holds this PostgreSQL advisory lock (transaction-scoped) while it migrates.
+MIGRATION_LOCK_ID = 5_186_823_411_023_374_112
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
