@@ -1,5 +1,6 @@
 """Jinja filters for cookiecutter.json (cookiecutter imports this from the template root)."""
 
+import json
 import keyword
 import re
 import unicodedata
@@ -20,4 +21,15 @@ def identifier(name: str) -> str:
     return slug
 
 
+def literal(value: object) -> str:
+    """A double-quoted string literal that is valid Python and valid TOML, for any text.
+
+    Jinja's `tojson` escapes characters beyond the BMP as surrogate pairs (an emoji becomes
+    `\\ud83d\\udd11`), which Python reads as two broken characters and TOML rejects.
+    """
+    # json escapes the other control characters; TOML wants DEL escaped too.
+    return json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
 IdentifierExtension = simple_filter(identifier)
+LiteralExtension = simple_filter(literal)

@@ -1,5 +1,6 @@
 """Write the baked project's private `.env` and say what to do next (standard library only)."""
 
+import json
 import os
 import secrets
 import shutil
@@ -30,6 +31,30 @@ def write_env(path: Path, url: str) -> None:
     os.chmod(path, 0o600)  # O_CREAT's mode is masked by umask, and ignored if the file exists
 
 
+def replay_file(repo_dir: str) -> Path | None:
+    """Where cookiecutter saved this run's answers (for --replay), if we can tell."""
+    try:  # cookiecutter runs this hook with its own interpreter, so it is importable here
+        from cookiecutter.config import get_user_config
+    except ImportError:
+        return None
+    # The default config, or COOKIECUTTER_CONFIG's; a --config-file elsewhere is not visible.
+    replay_dir = Path(get_user_config()["replay_dir"])
+    return replay_dir / f"{Path(repo_dir).name}.json"
+
+
+def forget_password(replay: Path | None) -> None:
+    """Blank the password in cookiecutter's replay file: .env must be its only copy."""
+    if replay is None or not replay.is_file():
+        return
+    replayed = json.loads(replay.read_text(encoding="utf-8"))
+    # Both the answers ("cookiecutter") and the defaults with overrides ("_cookiecutter").
+    sections = [section for section in replayed.values() if isinstance(section, dict)]
+    if any(section.get("db_password") for section in sections):
+        for section in sections:
+            section["db_password"] = ""  # a replay then generates a new password
+        replay.write_text(json.dumps(replayed, indent=2), encoding="utf-8")
+
+
 def next_steps(slug: str) -> str:
     install = (
         "uv sync"
@@ -52,16 +77,17 @@ def next_steps(slug: str) -> str:
 
 
 def main() -> None:
-    slug = {{cookiecutter.project_slug | tojson}}
-    password = {{cookiecutter.db_password | tojson}} or make_password()
+    slug = {{cookiecutter.project_slug | literal}}
+    password = {{cookiecutter.db_password | literal}} or make_password()
     url = database_url(
-        user={{cookiecutter.db_user | tojson}},
+        user={{cookiecutter.db_user | literal}},
         password=password,
-        host={{cookiecutter.db_host | tojson}},
-        port={{cookiecutter.db_port | string | tojson}},
-        database={{cookiecutter.db_name | tojson}},
+        host={{cookiecutter.db_host | literal}},
+        port={{cookiecutter.db_port | literal}},
+        database={{cookiecutter.db_name | literal}},
     )
     write_env(Path(".env"), url)
+    forget_password(replay_file({{cookiecutter._repo_dir | literal}}))
     print(next_steps(slug))
 
 

@@ -17,6 +17,14 @@ RESERVED_SLUGS = frozenset(sys.stdlib_module_names) | {
 HOST_PATTERN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*|[A-Za-z0-9._-]+)$")
 
 
+def name_problems(name: str) -> list[str]:
+    if not name.strip():
+        return ["project_name: must not be empty"]
+    if not name.isprintable():
+        return ["project_name: must be one line of printable text (no newlines or tabs)"]
+    return []
+
+
 def slug_problems(slug: str) -> list[str]:
     if not slug.isidentifier() or not slug.isascii() or slug != slug.lower():
         return [
@@ -52,8 +60,9 @@ def required_problems(field: str, value: str) -> list[str]:
     return [] if value.strip() else [f"{field}: must not be empty"]
 
 
-def problems(slug: str, host: str, port: str, user: str, database: str) -> list[str]:
+def problems(name: str, slug: str, host: str, port: str, user: str, database: str) -> list[str]:
     return [
+        *name_problems(name),
         *slug_problems(slug),
         *host_problems(host),
         *port_problems(port),
@@ -64,11 +73,12 @@ def problems(slug: str, host: str, port: str, user: str, database: str) -> list[
 
 def main() -> int:
     found = problems(
-        slug={{cookiecutter.project_slug | tojson}},
-        host={{cookiecutter.db_host | tojson}},
-        port={{cookiecutter.db_port | string | tojson}},
-        user={{cookiecutter.db_user | tojson}},
-        database={{cookiecutter.db_name | tojson}},
+        name={{cookiecutter.project_name | literal}},
+        slug={{cookiecutter.project_slug | literal}},
+        host={{cookiecutter.db_host | literal}},
+        port={{cookiecutter.db_port | literal}},
+        user={{cookiecutter.db_user | literal}},
+        database={{cookiecutter.db_name | literal}},
     )
     for problem in found:
         print(f"ERROR: {problem}", file=sys.stderr)

@@ -113,10 +113,12 @@ def postgres() -> Iterator[Postgres]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def run(project: Path, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run a command of the baked project's venv in it, reading only its .env."""
+def run(
+    project: Path, *command: str, check: bool = True, venv: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a command of the project's venv (or `venv`) in the project, reading only its .env."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "VIRTUAL_ENV"))}
-    env["PATH"] = f"{project / '.venv' / 'bin'}{os.pathsep}{env['PATH']}"
+    env["PATH"] = f"{(venv or project / '.venv') / 'bin'}{os.pathsep}{env['PATH']}"
     result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:
         pytest.fail(
@@ -150,3 +152,11 @@ def read_env(project: Path) -> dict[str, str]:
     lines = (project / ".env").read_text(encoding="utf-8").splitlines()
     pairs = (line.partition("=") for line in lines if line and not line.startswith("#"))
     return {key: value.strip("'") for key, _, value in pairs}
+
+
+@pytest.fixture(scope="session")
+def project(cookies_session: Any, postgres: Postgres) -> Path:
+    """One project baked with the defaults (on the test server's port) and installed."""
+    baked = bake(cookies_session, postgres)
+    install(baked)
+    return baked

@@ -12,14 +12,6 @@ from .conftest import TEMPLATE, Postgres, bake, install, run
 ADVERSARIAL_PASSWORD = "p@ss:w/rd%41#?&=é 'q\"x"
 
 
-@pytest.fixture(scope="session")
-def project(cookies_session: Any, postgres: Postgres) -> Path:
-    """One project baked with the defaults (on the test server's port) and installed."""
-    baked = bake(cookies_session, postgres)
-    install(baked)
-    return baked
-
-
 @pytest.mark.parametrize(
     "command",
     [

@@ -1,7 +1,9 @@
 """The hooks' functions, and the slug filter, on their own."""
 
+import ast
 import keyword
 import stat
+import tomllib
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -11,9 +13,16 @@ from hypothesis import strategies as st
 
 from hooks.post_gen_project import database_url, make_password, write_env
 from hooks.pre_gen_project import RESERVED_SLUGS, problems, slug_problems
-from local_extensions import identifier
+from local_extensions import identifier, literal
 
-VALID = {"slug": "app", "host": "localhost", "port": "5432", "user": "app", "database": "app"}
+VALID = {
+    "name": "App",
+    "slug": "app",
+    "host": "localhost",
+    "port": "5432",
+    "user": "app",
+    "database": "app",
+}
 
 
 @pytest.mark.parametrize(
@@ -39,7 +48,7 @@ def test_each_problem_is_one_line_naming_the_field(field: str, value: str, named
 
 def test_every_problem_is_reported_at_once() -> None:
     """Several bad answers give one line each, not just the first."""
-    assert len(problems(slug="X", host="", port="0", user="", database="")) == 5
+    assert len(problems(name="", slug="X", host="", port="0", user="", database="")) == 6
 
 
 def test_good_answers_have_no_problems() -> None:
@@ -106,3 +115,11 @@ def test_env_file_is_private_even_under_a_loose_umask(tmp_path: Path) -> None:
     write_env(env, "postgresql+asyncpg://u:p@h:1/d")
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
     assert "DATABASE_URL='postgresql+asyncpg://u:p@h:1/d'" in env.read_text()
+
+
+@given(st.text())
+def test_literal_is_valid_python_and_toml_for_any_text(text: str) -> None:
+    """The `literal` filter round-trips any text through Python and TOML, emoji included."""
+    rendered = literal(text)
+    assert ast.literal_eval(rendered) == text
+    assert tomllib.loads(f"value = {rendered}")["value"] == text

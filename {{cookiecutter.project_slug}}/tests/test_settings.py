@@ -2,7 +2,8 @@
 
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import URL
+from sqlalchemy import URL, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from {{ cookiecutter.project_slug }}.settings import Settings, to_async_url
 
@@ -57,3 +58,20 @@ def test_the_password_never_shows(monkeypatch: pytest.MonkeyPatch) -> None:
     for shown in (repr(settings), str(settings), repr(settings.database_url_object)):
         assert PASSWORD not in shown
     assert settings.database_url_object.password == PASSWORD
+
+
+def test_the_environment_overrides_dot_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DATABASE_URL in the environment wins over the one in .env."""
+    monkeypatch.setenv("DATABASE_URL", "postgres://someone:pw@elsewhere.example:6543/other")
+    assert Settings().database_url_object.host == "elsewhere.example"  # type: ignore[call-arg]
+
+
+async def test_a_hosting_provider_url_connects(engine: AsyncEngine) -> None:
+    """A postgres:// URL with an sslmode, as providers hand them out, really connects."""
+    raw = engine.url.set(drivername="postgres").render_as_string(hide_password=False)
+    provider_engine = create_async_engine(to_async_url(f"{raw}?sslmode=disable"))
+    try:
+        async with provider_engine.connect() as connection:
+            assert await connection.scalar(text("SELECT 1")) == 1
+    finally:
+        await provider_engine.dispose()

@@ -1,0 +1,127 @@
+"""Whatever a user types: names, passwords, hosts. Each bakes a working, private project."""
+
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from .conftest import TEMPLATE, Postgres, bake, read_env, run
+
+# Text a user could type. Cookiecutter renders answers given on its command line as Jinja, so
+# `{{`, `{%` and `{#` there are template syntax, not text (typed at the prompt they are text).
+JINJA = re.compile(r"\{[{%#]")
+TYPED = st.text(min_size=1, max_size=40).filter(
+    lambda text: text.isprintable() and text.strip() and not JINJA.search(text)
+)
+
+ADVERSARIAL_CREDENTIALS = [
+    ("app-user", "p@ss:w/rd%41#?&=é 'q\"x", "app-db"),
+    ("user with spaces", "%%%25%", "db with spaces"),
+    ("ünïcödé", "пароль 密码 🔑", "データベース"),
+    ("semi;colon", "'; DROP TABLE tutorials; --", 'quote"db'),
+    ("back\\slash", "$HOME ${PATH} `id` \\n", "percent%db"),
+]
+
+
+def check_connects(project: Path, venv: Path) -> None:
+    """Migrate and run the demo reading only the baked .env (with the shared project's venv)."""
+    run(project, "alembic", "upgrade", "head", venv=venv)
+    assert "Tutorial saved" in run(project, "python", "-m", project.name, venv=venv).stdout
+
+
+@pytest.mark.parametrize(("user", "password", "database"), ADVERSARIAL_CREDENTIALS, ids=repr)
+def test_adversarial_credentials_work_end_to_end(
+    cookies: Any, postgres: Postgres, project: Path, user: str, password: str, database: str
+) -> None:
+    """Migrations, the demo and the baked tests all connect with the answers, from .env alone."""
+    baked = bake(cookies, postgres, db_user=user, db_password=password, db_name=database)
+    venv = project / ".venv"  # the same code, installed once; the baked .env is what differs
+    check_connects(baked, venv)
+    run(baked, "pytest", "-q", "-p", "no:cacheprovider", venv=venv)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(password=TYPED)
+def test_any_typed_password_connects(
+    cookies_session: Any, postgres: Postgres, project: Path, password: str
+) -> None:
+    """Hypothesis: any printable password bakes a project that connects with it."""
+    suffix = os.urandom(4).hex()
+    baked = bake(
+        cookies_session,
+        postgres,
+        db_user=f"user_{suffix}",
+        db_name=f"db_{suffix}",
+        db_password=password,
+    )
+    check_connects(baked, project / ".venv")
+
+
+@settings(max_examples=25, deadline=None)
+@given(name=TYPED)
+def test_any_project_name_bakes_a_valid_project(cookies_session: Any, name: str) -> None:
+    """Hypothesis: any one-line name bakes; kept verbatim; TOML parses; Python compiles."""
+    result = cookies_session.bake(extra_context={"project_name": name})
+    assert result.exception is None, result.exception
+    baked = Path(result.project_path)
+    pyproject = tomllib.loads((baked / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pyproject["project"]["description"] == name
+    assert (baked / "README.md").read_text(encoding="utf-8").startswith(f"# {name}\n")
+    for module in baked.rglob("*.py"):
+        compile(module.read_text(encoding="utf-8"), str(module), "exec")
+
+
+def test_the_password_is_only_in_dot_env(tmp_path: Path) -> None:
+    """Not in the hook's output, an answers file, a replay file or git's view of the project."""
+    password = "S3cretPasswordOnlyInDotEnv42"  # no escaping: the same bytes in .env
+    home = tmp_path / "home"
+    env = {**os.environ, "HOME": str(home)}
+    env.pop("COOKIECUTTER_CONFIG", None)
+    baked = subprocess.run(
+        [
+            *(sys.executable, "-m", "cookiecutter", "--no-input", str(TEMPLATE)),
+            *("--output-dir", str(tmp_path / "out"), f"db_password={password}"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert password not in baked.stdout + baked.stderr
+    replays = list((home / ".cookiecutter_replay").glob("*.json"))
+    assert replays, "cookiecutter wrote no replay file"
+    holders = [
+        path
+        for path in [*tmp_path.rglob("*")]
+        if path.is_file() and password.encode() in path.read_bytes()
+    ]
+    assert holders == [tmp_path / "out" / "tutorial_service" / ".env"]
+
+    project = tmp_path / "out" / "tutorial_service"
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert ".env\n" not in status.stdout
+    assert ".env.example" in status.stdout
+
+
+def test_migrations_never_print_the_password(project: Path) -> None:
+    """alembic's output (upgrade, check, history) carries no password."""
+    password = urlsplit(read_env(project)["DATABASE_URL"]).password or ""
+    assert len(password) >= 24
+    for command in (["upgrade", "head"], ["check"], ["current", "--verbose"]):
+        result = run(project, "alembic", *command)
+        assert password not in result.stdout + result.stderr
