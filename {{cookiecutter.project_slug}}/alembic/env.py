@@ -4,7 +4,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from {{ cookiecutter.project_slug }}.migrations import MIGRATION_LOCK_ID
 from {{ cookiecutter.project_slug }}.models import Base
@@ -63,9 +63,11 @@ async def run_async_migrations(connectable: AsyncEngine | AsyncConnection | None
         await connectable.run_sync(do_run_migrations)
         return
 
-    engine = connectable or create_async_engine(
-        get_settings().database_url_object, poolclass=pool.NullPool
-    )
+    # Imported here, not at the top: offline mode needs no settings and no DATABASE_URL.
+    from {{ cookiecutter.project_slug }}.database import create_engine
+
+    # The app's engine options (PgBouncer mode included), but no pool for a one-off run.
+    engine = connectable or create_engine(get_settings(), poolclass=pool.NullPool)
     async with engine.connect() as connection:
         await connection.run_sync(do_run_migrations)
 

@@ -1,16 +1,23 @@
 """Fixtures: a test database beside the one in .env, migrated once; each test rolled back."""
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import URL, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from {{ cookiecutter.project_slug }}.database import session_factory
+from {{ cookiecutter.project_slug }}.database import create_engine, session_factory
 from {{ cookiecutter.project_slug }}.migrations import upgrade
-from {{ cookiecutter.project_slug }}.settings import get_settings
+from {{ cookiecutter.project_slug }}.settings import Settings, get_settings
+
+
+def settings_for(url: URL, **overrides: Any) -> Settings:
+    """The project's settings (.env and environment), pointed at another database."""
+    return Settings(database_url=SecretStr(url.render_as_string(hide_password=False)), **overrides)
 
 
 @asynccontextmanager
@@ -35,9 +42,9 @@ async def temporary_database(suffix: str) -> AsyncIterator[URL]:
 
 @pytest.fixture(scope="session")
 async def engine() -> AsyncIterator[AsyncEngine]:
-    """An engine on the test database, migrated to head; `get_session()` is bound to it."""
+    """The app's engine on the test database, migrated to head; `get_session()` uses it."""
     async with temporary_database("test") as url:
-        engine = create_async_engine(url)
+        engine = create_engine(settings_for(url))
         await upgrade(engine)
         session_factory.configure(bind=engine)
         yield engine
@@ -77,6 +84,13 @@ def isolated_get_session(engine: AsyncEngine, connection: AsyncConnection) -> It
     session_factory.configure(bind=connection, join_transaction_mode="create_savepoint")
     yield
     session_factory.configure(bind=engine, join_transaction_mode="conditional_savepoint")
+
+
+@pytest.fixture
+def bind_get_session(engine: AsyncEngine) -> Iterator[Callable[[AsyncEngine], None]]:
+    """A function that points `get_session()` at another engine until the test ends."""
+    yield lambda other: session_factory.configure(bind=other)
+    session_factory.configure(bind=engine)
 
 
 @pytest.fixture

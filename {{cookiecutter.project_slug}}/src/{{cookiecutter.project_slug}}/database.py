@@ -2,6 +2,7 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 from uuid import uuid4
 
 from sqlalchemy.ext.asyncio import (
@@ -15,15 +16,14 @@ from sqlalchemy.pool import NullPool
 from .settings import Settings, get_settings
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
-    """An asyncpg engine configured by `settings`; connecting happens on first use."""
-    url = settings.database_url_object
+def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
+    """An asyncpg engine configured by `settings` (`options` win); connects on first use."""
     if settings.database_pgbouncer:
-        # PgBouncer in transaction mode may run each statement on another server connection:
-        # keep no prepared statements across statements and give any it makes a unique name
-        # (sqlalchemy#6467, #10226). PgBouncer pools connections itself, so no pool here.
+        # PgBouncer in transaction mode may run each transaction on another server connection,
+        # where a prepared statement from elsewhere can exist under the same name: cache none
+        # and name each one uniquely (sqlalchemy#6467, #10226). PgBouncer pools, so we don't.
         return create_async_engine(
-            url.update_query_dict({"prepared_statement_cache_size": "0"}),
+            settings.database_url_object.update_query_dict({"prepared_statement_cache_size": "0"}),
             echo=settings.database_echo,
             poolclass=NullPool,
             connect_args={
@@ -31,15 +31,18 @@ def create_engine(settings: Settings) -> AsyncEngine:
                 "prepared_statement_name_func": lambda: f"__asyncpg_{uuid4()}__",
             },
         )
-    return create_async_engine(
-        url,
-        echo=settings.database_echo,
-        pool_size=settings.database_pool_size,
-        max_overflow=settings.database_max_overflow,
-        pool_timeout=settings.database_pool_timeout,
-        pool_recycle=settings.database_pool_recycle,
+    pooling: dict[str, Any] = {
+        "pool_size": settings.database_pool_size,
+        "max_overflow": settings.database_max_overflow,
+        "pool_timeout": settings.database_pool_timeout,
+        "pool_recycle": settings.database_pool_recycle,
         # One cheap round trip per checkout, so a restarted server costs no failed request.
-        pool_pre_ping=True,
+        "pool_pre_ping": True,
+    }
+    if options.get("poolclass") is NullPool:
+        pooling = {}  # nothing to size or recycle
+    return create_async_engine(
+        settings.database_url_object, echo=settings.database_echo, **{**pooling, **options}
     )
 
 
