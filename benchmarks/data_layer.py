@@ -1,0 +1,212 @@
+"""Benchmark a baked project's data layer against its alternatives, side by side.
+
+Run inside a baked project, with its venv and its .env (`make bench` does all of that):
+
+    python benchmarks/data_layer.py <package> [--rounds 5]
+
+Each round runs every variant once, in a rotated order, on an emptied table; the table shows
+medians over the rounds and each variant's ratio to the reference of its group.
+"""
+
+import argparse
+import asyncio
+import importlib
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import sqlalchemy
+from sqlalchemy import insert, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import sessionmaker
+
+SINGLE_SAVES = {1: 1_000, 20: 4_000}  # concurrency: saves per measurement
+BULK_ROWS = 50_000
+TARGETS = [  # (variant, reference, minimum ratio)
+    ("get_session, c=1", "bare async_sessionmaker, c=1", 0.95),
+    ("get_session, c=20", "bare async_sessionmaker, c=20", 0.95),
+    ("save_tutorials (COPY)", "raw asyncpg COPY", 0.80),
+]
+
+Operation = Callable[[int], Awaitable[None]]
+
+
+async def run_concurrently(operation: Operation, count: int, concurrency: int) -> float:
+    """Run `operation` `count` times on `concurrency` workers; operations per second."""
+    numbers = iter(range(count))
+
+    async def worker() -> None:
+        for number in numbers:
+            await operation(number)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return count / (time.perf_counter() - started)
+
+
+class Variants:
+    """Every way of saving tutorials that the benchmark compares."""
+
+    def __init__(self, package: str, raw_pool: asyncpg.Pool) -> None:
+        self.database = importlib.import_module(f"{package}.database")
+        self.repository = importlib.import_module(f"{package}.repository")
+        self.tutorial = importlib.import_module(f"{package}.models").Tutorial
+        self.bare = async_sessionmaker(self.database.engine, expire_on_commit=False)
+        self.raw_pool = raw_pool
+        self.names = [f"bulk {number}" for number in range(BULK_ROWS)]
+
+    async def with_get_session(self, number: int) -> None:
+        async with self.database.get_session() as session:
+            session.add(self.tutorial(name=f"get_session {number}"))
+
+    async def with_bare_sessionmaker(self, number: int) -> None:
+        async with self.bare() as session:
+            session.add(self.tutorial(name=f"bare {number}"))
+            await session.commit()
+
+    async def with_tutorial_pattern(self, number: int) -> None:
+        """The tutorial's code, repaired only enough to run: a sessionmaker per call."""
+
+        @asynccontextmanager
+        async def get_session() -> Any:
+            factory = sessionmaker(self.database.engine, class_=AsyncSession)  # type: ignore[call-overload]
+            async with factory() as session:
+                try:
+                    yield session
+                except BaseException:
+                    await session.rollback()
+                    raise
+
+        async with get_session() as session:
+            session.add(self.tutorial(name=f"tutorial {number}"))
+            await session.commit()
+
+    async def with_raw_asyncpg(self, number: int) -> None:
+        async with self.raw_pool.acquire() as connection, connection.transaction():
+            await connection.execute("INSERT INTO tutorials (name) VALUES ($1)", f"raw {number}")
+
+    async def bulk_save_tutorials(self, _: int) -> None:
+        async with self.database.get_session() as session:
+            await self.repository.save_tutorials(session, self.names)
+
+    async def bulk_orm_add_all(self, _: int) -> None:
+        async with self.bare() as session:
+            session.add_all([self.tutorial(name=name) for name in self.names])
+            await session.commit()
+
+    async def bulk_orm_insert(self, _: int) -> None:
+        async with self.bare() as session:
+            await session.execute(insert(self.tutorial), [{"name": name} for name in self.names])
+            await session.commit()
+
+    async def bulk_raw_copy(self, _: int) -> None:
+        async with self.raw_pool.acquire() as connection, connection.transaction():
+            await connection.copy_records_to_table(
+                "tutorials", columns=["name"], records=[(name,) for name in self.names]
+            )
+
+    def measurements(self) -> dict[str, Callable[[], Awaitable[float]]]:
+        """Variant name -> a coroutine factory returning rows saved per second."""
+        single = {
+            "get_session": self.with_get_session,
+            "bare async_sessionmaker": self.with_bare_sessionmaker,
+            "tutorial pattern (sessionmaker per call)": self.with_tutorial_pattern,
+            "raw asyncpg, transaction per save": self.with_raw_asyncpg,
+        }
+        bulk = {
+            "save_tutorials (COPY)": self.bulk_save_tutorials,
+            "ORM session.add_all": self.bulk_orm_add_all,
+            "ORM insert() executemany": self.bulk_orm_insert,
+            "raw asyncpg COPY": self.bulk_raw_copy,
+        }
+        measured: dict[str, Callable[[], Awaitable[float]]] = {}
+        for concurrency, count in SINGLE_SAVES.items():
+            for name, operation in single.items():
+                measured[f"{name}, c={concurrency}"] = (
+                    lambda op=operation, n=count, c=concurrency: run_concurrently(op, n, c)
+                )
+        for name, operation in bulk.items():
+            measured[name] = lambda op=operation: self.bulk_rate(op)
+        return measured
+
+    async def bulk_rate(self, operation: Operation) -> float:
+        return BULK_ROWS / (1 / await run_concurrently(operation, 1, 1))
+
+    async def empty_table(self) -> None:
+        async with self.raw_pool.acquire() as connection:
+            await connection.execute("TRUNCATE tutorials")
+
+
+async def benchmark(package: str, rounds: int) -> int:
+    settings = importlib.import_module(f"{package}.settings").get_settings()
+    dsn = settings.database_url_object.set(drivername="postgresql")
+    raw_pool = await asyncpg.create_pool(
+        dsn.render_as_string(hide_password=False), min_size=20, max_size=20
+    )
+    variants = Variants(package, raw_pool)
+    measurements = variants.measurements()
+    names = list(measurements)
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    try:
+        async with variants.database.engine.connect() as connection:
+            server = (await connection.scalar(text("SHOW server_version"))) or "?"
+        for warmup in names:  # fill both pools and the statement caches first
+            await measurements[warmup]()
+        for round_number in range(rounds):
+            shift = round_number % len(names)
+            for name in names[shift:] + names[:shift]:
+                await variants.empty_table()
+                rates[name].append(await measurements[name]())
+            print(f"round {round_number + 1}/{rounds} done", file=sys.stderr)
+    finally:
+        await raw_pool.close()
+        await variants.database.dispose()
+    return report(rates, rounds, server)
+
+
+def report(rates: dict[str, list[float]], rounds: int, server: str) -> int:
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    references = {
+        "c=1": medians["bare async_sessionmaker, c=1"],
+        "c=20": medians["bare async_sessionmaker, c=20"],
+        "bulk": medians["raw asyncpg COPY"],
+    }
+    print(
+        f"Python {platform.python_version()}, SQLAlchemy {sqlalchemy.__version__}, "
+        f"asyncpg {asyncpg.__version__}, PostgreSQL {server}; {platform.system()} "
+        f"{platform.machine()}, {os.cpu_count()} CPUs; median of {rounds} rounds, "
+        "alternating order.\n"
+    )
+    print("| variant | rows/s (median) | ratio to reference |")
+    print("|---|---:|---:|")
+    for name, median in medians.items():
+        group = "bulk" if "," not in name else name.rsplit(", ", 1)[1]
+        print(f"| {name} | {median:,.0f} | {median / references[group]:.2f} |")
+    print()
+    failures = 0
+    for variant, reference, minimum in TARGETS:
+        ratio = medians[variant] / medians[reference]
+        verdict = "met" if ratio >= minimum else "MISSED"
+        failures += verdict == "MISSED"
+        print(f"target: {variant} / {reference} = {ratio:.2f} (>= {minimum}): {verdict}")
+    return 1 if failures else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("package", help="the baked project's import package")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds (at least 3)")
+    arguments = parser.parse_args()
+    if arguments.rounds < 3:
+        parser.error("--rounds must be at least 3")
+    return asyncio.run(benchmark(arguments.package, arguments.rounds))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
