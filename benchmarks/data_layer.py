@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -128,11 +129,11 @@ class Variants:
         measured: dict[str, Callable[[], Awaitable[float]]] = {}
         for concurrency, count in SINGLE_SAVES.items():
             for name, operation in single.items():
-                measured[f"{name}, c={concurrency}"] = (
-                    lambda op=operation, n=count, c=concurrency: run_concurrently(op, n, c)
+                measured[f"{name}, c={concurrency}"] = partial(
+                    run_concurrently, operation, count, concurrency
                 )
         for name, operation in bulk.items():
-            measured[name] = lambda op=operation: self.bulk_rate(op)
+            measured[name] = partial(self.bulk_rate, operation)
         return measured
 
     async def bulk_rate(self, operation: Operation) -> float:
