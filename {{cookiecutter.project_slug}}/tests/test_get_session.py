@@ -3,20 +3,13 @@
 import asyncio
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from {{ cookiecutter.project_slug }}.database import get_session
-from {{ cookiecutter.project_slug }}.models import Tutorial
 from {{ cookiecutter.project_slug }}.repository import save_tutorial
 
-
-async def count(connection: AsyncConnection | AsyncEngine, name: str) -> int:
-    statement = select(func.count()).select_from(Tutorial).where(Tutorial.name == name)
-    if isinstance(connection, AsyncEngine):
-        async with connection.connect() as fresh:
-            return (await fresh.execute(statement)).scalar_one()
-    return (await connection.execute(statement)).scalar_one()
+from .server_state import count_tutorials, idle_in_transaction
 
 
 @pytest.mark.usefixtures("isolated_get_session")
@@ -24,7 +17,7 @@ async def test_commits_when_the_block_exits_cleanly(connection: AsyncConnection)
     """It commits what the block did, with no commit call in the block."""
     async with get_session() as session:
         await save_tutorial(session, "committed")
-    assert await count(connection, "committed") == 1
+    assert await count_tutorials(connection, "committed") == 1
 
 
 @pytest.mark.usefixtures("isolated_get_session")
@@ -34,8 +27,8 @@ async def test_an_explicit_commit_inside_still_works(connection: AsyncConnection
         await save_tutorial(session, "first")
         await session.commit()
         await save_tutorial(session, "second")
-    assert await count(connection, "first") == 1
-    assert await count(connection, "second") == 1
+    assert await count_tutorials(connection, "first") == 1
+    assert await count_tutorials(connection, "second") == 1
 
 
 async def save_then_fail(name: str) -> None:
@@ -49,7 +42,7 @@ async def test_rolls_back_when_the_block_raises(connection: AsyncConnection) -> 
     """It rolls back when the block raises, and the error reaches the caller unchanged."""
     with pytest.raises(LookupError, match="failed after saving doomed"):
         await save_then_fail("doomed")
-    assert await count(connection, "doomed") == 0
+    assert await count_tutorials(connection, "doomed") == 0
 
 
 @pytest.mark.usefixtures("isolated_get_session")
@@ -68,7 +61,7 @@ async def test_rolls_back_when_the_task_is_cancelled(connection: AsyncConnection
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert await count(connection, "cancelled") == 0
+    assert await count_tutorials(connection, "cancelled") == 0
 
 
 async def test_returns_the_connection_to_the_pool(committed: AsyncEngine) -> None:
@@ -78,8 +71,8 @@ async def test_returns_the_connection_to_the_pool(committed: AsyncEngine) -> Non
     with pytest.raises(LookupError):
         await save_then_fail("dropped")
     assert committed.pool.checkedout() == 0  # type: ignore[attr-defined]
-    assert await count(committed, "kept") == 1
-    assert await count(committed, "dropped") == 0
+    assert await count_tutorials(committed, "kept") == 1
+    assert await count_tutorials(committed, "dropped") == 0
 
 
 async def test_cancelled_during_a_query_leaves_no_open_transaction(committed: AsyncEngine) -> None:
@@ -99,12 +92,5 @@ async def test_cancelled_during_a_query_leaves_no_open_transaction(committed: As
     with pytest.raises(asyncio.CancelledError):
         await task
     assert committed.pool.checkedout() == 0  # type: ignore[attr-defined]
-    assert await count(committed, "interrupted") == 0
-    async with committed.connect() as connection:
-        idle_in_transaction = await connection.scalar(
-            text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND state LIKE 'idle in transaction%'"
-            )
-        )
-    assert idle_in_transaction == 0
+    assert await count_tutorials(committed, "interrupted") == 0
+    assert await idle_in_transaction(committed) == 0

@@ -16,17 +16,17 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from sqlalchemy import URL, func, select, text
+from sqlalchemy import URL, text
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from {{ cookiecutter.project_slug }} import database
 from {{ cookiecutter.project_slug }}.database import create_engine, dispose, get_session
 from {{ cookiecutter.project_slug }}.migrations import upgrade
-from {{ cookiecutter.project_slug }}.models import Tutorial
 from {{ cookiecutter.project_slug }}.repository import save_tutorial, save_tutorials
 
 from .conftest import settings_for, temporary_database
+from .server_state import count_tutorials, idle_in_transaction
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 Bind = Callable[[AsyncEngine], None]
@@ -55,23 +55,6 @@ def scratch_directory() -> Path:
     path = Path(tempfile.mkdtemp(prefix="resilience-"))
     path.chmod(0o755)
     return path
-
-
-async def count_rows(engine: AsyncEngine, prefix: str) -> int:
-    statement = select(func.count()).where(Tutorial.name.startswith(prefix))
-    async with engine.connect() as connection:
-        return (await connection.execute(statement)).scalar_one()
-
-
-async def idle_in_transaction(engine: AsyncEngine) -> int:
-    async with engine.connect() as connection:
-        count = await connection.scalar(
-            text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND state LIKE 'idle in transaction%'"
-            )
-        )
-    return int(count or 0)
 
 
 async def save_in_own_session(name: str) -> None:
@@ -103,7 +86,7 @@ async def test_cancelled_sessions_leave_nothing_behind(
         assert all(isinstance(result, asyncio.CancelledError) for result in results)
         assert wide.pool.checkedout() == 0  # type: ignore[attr-defined]
         assert await idle_in_transaction(committed) == 0
-        assert await count_rows(committed, "cancelled ") == 0
+        assert await count_tutorials(committed, "cancelled ") == 0
     finally:
         await wide.dispose()
 
@@ -115,7 +98,7 @@ async def test_a_thousand_concurrent_sessions(committed: AsyncEngine) -> None:
         return_exceptions=True,
     )
     assert [result for result in results if result is not None] == []
-    assert await count_rows(committed, "load ") == 1000
+    assert await count_tutorials(committed, "load ") == 1000
     assert committed.pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
@@ -199,7 +182,7 @@ async def test_a_restarted_server_costs_no_failed_request(
         await asyncio.to_thread(server.stop)
         await asyncio.to_thread(server.start)
         await save_in_own_session("after the restart")
-        assert await count_rows(engine, "after the restart") == 1
+        assert await count_tutorials(engine, "after the restart") == 1
     finally:
         await engine.dispose()
 
@@ -263,7 +246,7 @@ async def test_four_hundred_sessions_through_pgbouncer(
             return_exceptions=True,
         )
         assert [result for result in results if result is not None] == []
-        assert await count_rows(committed, "bounced ") == 300 + 1000
+        assert await count_tutorials(committed, "bounced ") == 300 + 1000
     finally:
         await bounced.dispose()
 
