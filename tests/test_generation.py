@@ -1,5 +1,6 @@
 """Baking: which answers bake a valid project, which are refused, and what a bake contains."""
 
+import json
 import re
 import stat
 import tomllib
@@ -85,12 +86,16 @@ def test_bakes_a_valid_project(cookies: Any, context: dict[str, str]) -> None:
         assert len(unquote(url.password or "")) >= 24
 
 
-def test_alembic_script_template_is_copied_unrendered(cookies: Any) -> None:
-    """Alembic's script.py.mako reaches the project byte for byte."""
+@pytest.mark.parametrize(
+    "path", json.loads((TEMPLATE / "cookiecutter.json").read_text())["_copy_without_render"]
+)
+def test_files_with_their_own_template_syntax_are_copied_unrendered(
+    cookies: Any, path: str
+) -> None:
+    """Files in _copy_without_render (their own syntax is not Jinja's) arrive byte for byte."""
     result = cookies.bake()
-    mako = Path("alembic") / "script.py.mako"
-    original = TEMPLATE / "{{cookiecutter.project_slug}}" / mako
-    assert (Path(result.project_path) / mako).read_bytes() == original.read_bytes()
+    original = TEMPLATE / "{{cookiecutter.project_slug}}" / path
+    assert (Path(result.project_path) / path).read_bytes() == original.read_bytes()
 
 
 def test_blank_passwords_differ_between_bakes(cookies: Any) -> None:
