@@ -19,6 +19,8 @@ import pytest
 
 TEMPLATE = Path(__file__).resolve().parents[1]
 LOCAL_POSTGRES = TEMPLATE / "{{cookiecutter.project_slug}}" / "scripts" / "local_postgres.py"
+# uv in baked projects: this interpreter, never a downloaded one.
+UV_ENV = {"UV_PYTHON": sys.executable, "UV_PYTHON_DOWNLOADS": "never"}
 
 
 def load_local_postgres() -> ModuleType:
@@ -114,11 +116,18 @@ def postgres() -> Iterator[Postgres]:
 
 
 def run(
-    project: Path, *command: str, check: bool = True, venv: Path | None = None
+    project: Path,
+    *command: str,
+    check: bool = True,
+    venv: Path | None = None,
+    **env_overrides: str,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a command of the project's venv (or `venv`) in the project, reading only its .env."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "VIRTUAL_ENV"))}
+    """Run a command of the project's venv (or `venv`) in the project, reading only its .env
+    (and no make flags from a `make test` around us)."""
+    own = ("DATABASE_", "VIRTUAL_ENV", "MAKE", "MFLAGS")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(own)}
     env["PATH"] = f"{(venv or project / '.venv') / 'bin'}{os.pathsep}{env['PATH']}"
+    env.update(env_overrides)
     result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:
         pytest.fail(
@@ -130,7 +139,7 @@ def run(
 def install(project: Path) -> None:
     """`uv sync`: the project's declared dependencies and dev group into its own .venv."""
     uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
-    env = {**os.environ, "UV_PYTHON": sys.executable, "UV_PYTHON_DOWNLOADS": "never"}
+    env = {**os.environ, **UV_ENV}
     env.pop("VIRTUAL_ENV", None)
     subprocess.run([uv, "sync", "--quiet"], cwd=project, env=env, check=True)
 

