@@ -22,12 +22,28 @@ def database_url(user: str, password: str, host: str, port: str, database: str) 
     return f"postgresql+asyncpg://{credentials}@{host}:{int(port)}/{quote(database, safe='')}"
 
 
-def write_env(path: Path, url: str) -> None:
-    """Create `.env` readable by its owner only; single quotes keep dotenv from expanding it."""
+def compose_quote(value: str) -> str:
+    """Quote a value so Docker Compose reads it back exactly from `.env`, whatever it holds.
+
+    Double quotes with `\\`, `"` and `$` escaped: compose then expands no `$NAME`, and any
+    character survives. (Single quotes cannot: compose has no way to write a backslash that
+    comes right before a quote inside them.)
+    """
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    return f'"{escaped}"'
+
+
+def write_env(path: Path, url: str, compose: dict[str, str]) -> None:
+    """Create `.env` readable by its owner only; single quotes keep dotenv from expanding the URL.
+
+    `compose` holds the same server's parts for compose.yaml, which cannot take a URL apart.
+    """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as env:
         env.write("# Private: holds the database password. Never commit this file.\n")
         env.write(f"DATABASE_URL='{url}'\n")
+        env.write("# For compose.yaml (Docker): the same server. Keep in step with DATABASE_URL.\n")
+        env.writelines(f"{name}={compose_quote(value)}\n" for name, value in compose.items())
     os.chmod(path, 0o600)  # O_CREAT's mode is masked by umask, and ignored if the file exists
 
 
@@ -78,15 +94,18 @@ def next_steps(slug: str) -> str:
 
 def main() -> None:
     slug = {{cookiecutter.project_slug | literal}}
+    user = {{cookiecutter.db_user | literal}}
     password = {{cookiecutter.db_password | literal}} or make_password()
-    url = database_url(
-        user={{cookiecutter.db_user | literal}},
-        password=password,
-        host={{cookiecutter.db_host | literal}},
-        port={{cookiecutter.db_port | literal}},
-        database={{cookiecutter.db_name | literal}},
-    )
-    write_env(Path(".env"), url)
+    host = {{cookiecutter.db_host | literal}}
+    port = {{cookiecutter.db_port | literal}}
+    database = {{cookiecutter.db_name | literal}}
+    compose = {
+        "POSTGRES_USER": user,
+        "POSTGRES_PASSWORD": password,
+        "POSTGRES_DB": database,
+        "POSTGRES_PORT": str(int(port)),
+    }
+    write_env(Path(".env"), database_url(user, password, host, port, database), compose)
     forget_password(replay_file({{cookiecutter._repo_dir | literal}}))
     print(next_steps(slug))
 

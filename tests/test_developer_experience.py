@@ -1,19 +1,22 @@
-"""The baked project's developer tooling: make targets, on a server of its own."""
+"""The baked project's developer tooling: make targets on a server of its own, and compose."""
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import pytest
+import yaml
 
 from .conftest import UV_ENV, free_port, load_local_postgres, read_env, run
 
+CHECK_JSONSCHEMA = str(Path(sys.executable).with_name("check-jsonschema"))
 # The template's own tools (uv) on PATH, the baked project's .venv not: no venv is activated.
 PLAIN_PATH = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 
@@ -21,6 +24,19 @@ PLAIN_PATH = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 def make(project: Path, *arguments: str, **env: str) -> str:
     """Run make in `project` as a developer would, without an activated venv; its output."""
     return run(project, "make", *arguments, PATH=PLAIN_PATH, **UV_ENV, **env).stdout
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def check_schema(schema: str, path: Path) -> None:
+    """Validate `path` against a JSON schema that check-jsonschema ships (no network)."""
+    subprocess.run(
+        [CHECK_JSONSCHEMA, "--builtin-schema", f"vendor.{schema}", str(path)],
+        check=True,
+        capture_output=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +164,23 @@ def test_system_binaries_come_before_the_embedded_ones(
     system = fake_bindir(tmp_path / "usr" / "lib" / "postgresql" / "17" / "bin")
     monkeypatch.setattr(local_postgres, "BINDIR_PATTERNS", (str(system),))
     assert local_postgres.find_bindir() == system
+
+
+def test_compose_takes_every_setting_from_env(baked: Path) -> None:
+    """compose.yaml is valid, names no secret, and .env holds the values it references."""
+    check_schema("compose-spec", baked / "compose.yaml")
+    service = load_yaml(baked / "compose.yaml")["services"]["postgres"]
+    assert service["environment"] == {
+        name: f"${{{name}:?set {name} in .env}}"
+        for name in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB")
+    }
+    assert service["ports"] == ["127.0.0.1:${POSTGRES_PORT:-5432}:5432"]
+    assert service["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    assert service["volumes"] == ["postgres-data:/var/lib/postgresql/data"]
+    env = read_env(baked)
+    url = urlsplit(env["DATABASE_URL"])
+    parts = (url.username, url.password, url.path[1:], str(url.port))
+    # The default answers and a generated password need no escapes.
+    assert [env[f"POSTGRES_{name}"] for name in ("USER", "PASSWORD", "DB", "PORT")] == [
+        f'"{unquote(part or "")}"' for part in parts
+    ]

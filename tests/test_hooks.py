@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hooks.post_gen_project import database_url, make_password, write_env
+from hooks.post_gen_project import compose_quote, database_url, make_password, write_env
 from hooks.pre_gen_project import RESERVED_SLUGS, problems, slug_problems
 from local_extensions import identifier, literal
 
@@ -112,9 +112,11 @@ def test_env_file_is_private_even_under_a_loose_umask(tmp_path: Path) -> None:
     env = tmp_path / ".env"
     env.write_text("old")
     env.chmod(0o644)
-    write_env(env, "postgresql+asyncpg://u:p@h:1/d")
+    write_env(env, "postgresql+asyncpg://u:p@h:1/d", {"POSTGRES_USER": "u"})
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
-    assert "DATABASE_URL='postgresql+asyncpg://u:p@h:1/d'" in env.read_text()
+    text = env.read_text()
+    assert "DATABASE_URL='postgresql+asyncpg://u:p@h:1/d'\n" in text
+    assert 'POSTGRES_USER="u"\n' in text
 
 
 @given(st.text())
@@ -123,3 +125,19 @@ def test_literal_is_valid_python_and_toml_for_any_text(text: str) -> None:
     rendered = literal(text)
     assert ast.literal_eval(rendered) == text
     assert tomllib.loads(f"value = {rendered}")["value"] == text
+
+
+@pytest.mark.parametrize(
+    ("value", "quoted"),
+    [
+        ("plain", '"plain"'),
+        ("it's", '"it\'s"'),
+        ('say "hi"', '"say \\"hi\\""'),
+        ("$HOME ${HOME}", '"\\$HOME \\${HOME}"'),
+        ("ends with \\", '"ends with \\\\"'),
+        ("# not a comment", '"# not a comment"'),
+    ],
+)
+def test_compose_values_are_double_quoted_with_escapes(value: str, quoted: str) -> None:
+    """Backslash, double quote and dollar are escaped, so compose reads the value back as is."""
+    assert compose_quote(value) == quoted
