@@ -19,11 +19,12 @@ ADVERSARIAL_PASSWORD = "p@ss:w/rd%41#?&=é 'q\"x"
     [
         ("make", "lint"),  # ruff check, ruff format --check, mypy --strict
         ("pytest", "-q", "-p", "no:cacheprovider"),
+        ("pre-commit", "validate-config", ".pre-commit-config.yaml"),
     ],
     ids=" ".join,
 )
 def test_baked_tool_passes(project: Path, command: tuple[str, ...]) -> None:
-    """The baked project's own ruff, mypy and pytest (on real PostgreSQL) pass, skipping none."""
+    """The baked project's lint (ruff, mypy), pytest and pre-commit config pass, skipping none."""
     result = run(project, *command)
     assert " skipped" not in result.stdout  # PgBouncer and restart tests need their binaries
 

@@ -1,10 +1,12 @@
-"""The baked project's developer tooling: make targets on a server of its own, and compose."""
+"""The baked project's developer tooling: make targets on a server of its own, compose, CI
+and pre-commit."""
 
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -184,3 +186,38 @@ def test_compose_takes_every_setting_from_env(baked: Path) -> None:
     assert [env[f"POSTGRES_{name}"] for name in ("USER", "PASSWORD", "DB", "PORT")] == [
         f'"{unquote(part or "")}"' for part in parts
     ]
+
+
+def test_ci_workflow_is_valid_and_runs_every_check(baked: Path) -> None:
+    """The baked workflow: a postgres service, DATABASE_URL pointing at it, then the checks."""
+    workflow_path = baked / ".github" / "workflows" / "ci.yml"
+    check_schema("github-workflows", workflow_path)
+    job = load_yaml(workflow_path)["jobs"]["test"]
+    assert job["services"]["postgres"]["image"].startswith("postgres:")
+    assert "@localhost:5432/" in job["env"]["DATABASE_URL"]
+    runs = [step.get("run") or step["uses"] for step in job["steps"]]
+    assert any(uses.startswith("astral-sh/setup-uv@") for uses in runs)
+    assert runs[-5:] == [
+        "make install",
+        "make lint",
+        "make migrate",
+        "uv run alembic check",
+        "make test",
+    ]
+
+
+def test_pre_commit_runs_the_projects_own_ruff(baked: Path) -> None:
+    """Every hook repository is pinned; the ruff hook is the ruff of the dev group."""
+    repos = {repo["repo"]: repo for repo in load_yaml(baked / ".pre-commit-config.yaml")["repos"]}
+    ruff = repos["https://github.com/astral-sh/ruff-pre-commit"]
+    standard = repos["https://github.com/pre-commit/pre-commit-hooks"]
+    assert [hook["id"] for hook in ruff["hooks"]] == ["ruff-check", "ruff-format"]
+    assert {hook["id"] for hook in standard["hooks"]} >= {
+        "end-of-file-fixer",
+        "trailing-whitespace",
+        "check-yaml",
+        "check-toml",
+    }
+    assert all(repo["rev"].startswith("v") and repo["rev"][1].isdigit() for repo in repos.values())
+    dev = tomllib.loads((baked / "pyproject.toml").read_text())["dependency-groups"]["dev"]
+    assert f"ruff=={ruff['rev'][1:]}" in dev
