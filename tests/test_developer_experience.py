@@ -1,6 +1,7 @@
-"""The baked project's developer tooling: make targets on a server of its own, compose, CI
-and pre-commit."""
+"""The baked project's developer tooling: make targets on a server of its own, compose, CI,
+pre-commit, and the recorded answers."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import yaml
 
-from .conftest import UV_ENV, free_port, load_local_postgres, read_env, run
+from .conftest import TEMPLATE, UV_ENV, free_port, load_local_postgres, read_env, run
 
 CHECK_JSONSCHEMA = str(Path(sys.executable).with_name("check-jsonschema"))
 # The template's own tools (uv) on PATH, the baked project's .venv not: no venv is activated.
@@ -221,3 +222,36 @@ def test_pre_commit_runs_the_projects_own_ruff(baked: Path) -> None:
     assert all(repo["rev"].startswith("v") and repo["rev"][1].isdigit() for repo in repos.values())
     dev = tomllib.loads((baked / "pyproject.toml").read_text())["dependency-groups"]["dev"]
     assert f"ruff=={ruff['rev'][1:]}" in dev
+
+
+def test_answers_are_recorded_without_the_password(cookies: Any, tmp_path: Path) -> None:
+    """.cookiecutter.json holds every answer but the password, and replays to the same bake."""
+    context = {"project_name": "Replay Me", "db_port": "6543", "db_password": "not-recorded-pw"}
+    project = Path(cookies.bake(extra_context=context).project_path)
+    text = (project / ".cookiecutter.json").read_text(encoding="utf-8")
+    assert "not-recorded-pw" not in text
+    answers = json.loads(text)["cookiecutter"]
+    questions = json.loads((TEMPLATE / "cookiecutter.json").read_text(encoding="utf-8"))
+    assert set(answers) == {"_template"} | {key for key in questions if not key.startswith("_")}
+    assert (answers["project_slug"], answers["db_port"], answers["db_password"]) == (
+        "replay_me",
+        "6543",
+        "",
+    )
+
+    config = tmp_path / "cookiecutter.yaml"  # keep cookiecutter's replays in tmp
+    config.write_text(f"replay_dir: {tmp_path / 'replay'}\n")
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "cookiecutter", str(TEMPLATE)),
+            *("--replay-file", str(project / ".cookiecutter.json")),
+            *("--config-file", str(config), "--output-dir", str(tmp_path / "again")),
+        ],
+        check=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,  # a question left unanswered fails instead of waiting
+    )
+    again = tmp_path / "again" / "replay_me"
+    assert (again / ".cookiecutter.json").read_text(encoding="utf-8") == text
+    assert read_env(again)["POSTGRES_PORT"] == '"6543"'
+    assert read_env(again)["POSTGRES_PASSWORD"] != '"not-recorded-pw"'  # a new random one

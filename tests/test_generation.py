@@ -71,6 +71,8 @@ def test_bakes_a_valid_project(cookies: Any, context: dict[str, str]) -> None:
                 compile(text, str(path), "exec")  # raises SyntaxError on a broken render
     pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
     assert pyproject["project"]["description"] == answers["project_name"]
+    recorded = json.loads((project / ".cookiecutter.json").read_text(encoding="utf-8"))
+    assert recorded["cookiecutter"]["project_name"] == answers["project_name"]
 
     env_file = project / ".env"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
