@@ -8,6 +8,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 PASSWORD_BYTES = 24  # token_urlsafe(24) gives 32 characters, about 192 bits
+# Hosts `make db` can serve: scripts/local_postgres.py starts a server on this machine only.
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
 def make_password() -> str:
@@ -71,22 +73,39 @@ def forget_password(replay: Path | None) -> None:
         replay.write_text(json.dumps(replayed, indent=2), encoding="utf-8")
 
 
-def next_steps(slug: str) -> str:
-    install = (
-        "uv sync"
-        if shutil.which("uv")
-        else ("python -m venv .venv && . .venv/bin/activate && pip install -e . --group dev")
-    )
+def next_steps(slug: str, *, local_database: bool, has_make: bool, has_uv: bool) -> str:
+    """The exact commands from here to passing tests, for the tools this machine has."""
+    if has_make:
+        steps = [
+            ("make install", "uv sync" if has_uv else "no uv found: python3 -m venv, then pip"),
+            ("make db", "PostgreSQL matching .env, no Docker (or: docker compose up -d --wait)"),
+            ("make migrate", "alembic upgrade head"),
+            ("make test", "pytest; `make` alone lists every task"),
+        ]
+    else:
+        venv_and_pip = (
+            'python3 -m venv .venv && .venv/bin/python -m pip install "pip>=25.1" '
+            "&& .venv/bin/python -m pip install -e . --group dev"
+        )
+        steps = [
+            ("uv sync" if has_uv else venv_and_pip, ""),
+            (".venv/bin/python scripts/local_postgres.py start", "PostgreSQL matching .env"),
+            (".venv/bin/alembic upgrade head", ""),
+            (".venv/bin/pytest", ""),
+        ]
+    if not local_database:
+        steps[1] = ("", "migrate and test use the PostgreSQL server named in .env")
+    width = max(len(command) for command, comment in steps if comment)
     return "\n".join(
         [
             "",
             f"Created {slug}/ with its connection string in {slug}/.env (mode 0600, git-ignored).",
             "Next steps:",
             f"  cd {slug}",
-            f"  {install}",
-            "  alembic upgrade head      # needs the PostgreSQL server named in .env",
-            f"  python -m {slug}",
-            "  pytest",
+            *(
+                f"  {command:<{width}}  # {comment}" if comment else f"  {command}"
+                for command, comment in steps
+            ),
             "",
         ]
     )
@@ -107,7 +126,14 @@ def main() -> None:
     }
     write_env(Path(".env"), database_url(user, password, host, port, database), compose)
     forget_password(replay_file({{cookiecutter._repo_dir | literal}}))
-    print(next_steps(slug))
+    print(
+        next_steps(
+            slug,
+            local_database=host in LOCAL_HOSTS,
+            has_make=shutil.which("make") is not None,
+            has_uv=shutil.which("uv") is not None,
+        )
+    )
 
 
 if __name__ == "__main__":

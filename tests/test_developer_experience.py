@@ -1,5 +1,5 @@
 """The baked project's developer tooling: make targets on a server of its own, compose, CI,
-pre-commit, and the recorded answers."""
+pre-commit, the recorded answers, and the hook's next steps."""
 
 import json
 import os
@@ -255,3 +255,20 @@ def test_answers_are_recorded_without_the_password(cookies: Any, tmp_path: Path)
     assert (again / ".cookiecutter.json").read_text(encoding="utf-8") == text
     assert read_env(again)["POSTGRES_PORT"] == '"6543"'
     assert read_env(again)["POSTGRES_PASSWORD"] != '"not-recorded-pw"'  # a new random one
+
+
+def test_the_hook_ends_with_next_steps_and_no_password(
+    cookies: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """After baking: cd, make install, make db, make migrate, make test; never the password."""
+    cookies.bake(extra_context={"db_password": "never-printed-pw"})
+    output = capfd.readouterr().out
+    steps = output[output.index("Next steps:") :].splitlines()[1:6]
+    assert [step.split("#")[0].strip() for step in steps] == [
+        "cd tutorial_service",
+        "make install",
+        "make db",
+        "make migrate",
+        "make test",
+    ]
+    assert "never-printed-pw" not in output

@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hooks.post_gen_project import compose_quote, database_url, make_password, write_env
+from hooks.post_gen_project import (
+    compose_quote,
+    database_url,
+    make_password,
+    next_steps,
+    write_env,
+)
 from hooks.pre_gen_project import RESERVED_SLUGS, problems, slug_problems
 from local_extensions import identifier, literal
 
@@ -141,3 +147,29 @@ def test_literal_is_valid_python_and_toml_for_any_text(text: str) -> None:
 def test_compose_values_are_double_quoted_with_escapes(value: str, quoted: str) -> None:
     """Backslash, double quote and dollar are escaped, so compose reads the value back as is."""
     assert compose_quote(value) == quoted
+
+
+@pytest.mark.parametrize(
+    ("has_make", "has_uv", "install"),
+    [
+        (True, True, "make install  # uv sync"),
+        (True, False, "make install  # no uv found: python3 -m venv, then pip"),
+        (False, True, "uv sync"),
+        (False, False, "python3 -m venv .venv && "),
+    ],
+)
+def test_next_steps_fit_the_tools_found(has_make: bool, has_uv: bool, install: str) -> None:
+    """make targets where make is; otherwise the plain commands, with uv or pip."""
+    steps = next_steps("app", local_database=True, has_make=has_make, has_uv=has_uv)
+    lines = steps.splitlines()
+    assert lines[lines.index("  cd app") + 1].startswith(f"  {install}")
+    assert ("make db" in steps) == has_make
+    assert "alembic upgrade head" in steps
+    assert "pytest" in steps
+
+
+def test_next_steps_start_no_local_server_for_a_remote_database() -> None:
+    """With a remote db_host, `make db` (a server on this machine) is left out."""
+    steps = next_steps("app", local_database=False, has_make=True, has_uv=True)
+    assert "make db" not in steps
+    assert "make migrate" in steps
