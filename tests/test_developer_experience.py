@@ -207,6 +207,17 @@ def test_ci_workflow_is_valid_and_runs_every_check(baked: Path) -> None:
     ]
 
 
+def test_the_templates_own_ci_runs_make_test_on_a_postgres_service() -> None:
+    """The template repository's workflow: a postgres service and its superuser URL."""
+    workflow_path = TEMPLATE / ".github" / "workflows" / "ci.yml"
+    check_schema("github-workflows", workflow_path)
+    job = load_yaml(workflow_path)["jobs"]["test"]
+    assert "postgres" in job["services"]
+    assert job["env"]["DATABASE_URL"].startswith("postgresql://postgres:")
+    assert job["steps"][-1]["run"] == "bash .ci/run"
+    assert (TEMPLATE / ".ci" / "run").read_text().rstrip().endswith("\nmake test")
+
+
 def test_pre_commit_runs_the_projects_own_ruff(baked: Path) -> None:
     """Every hook repository is pinned; the ruff hook is the ruff of the dev group."""
     repos = {repo["repo"]: repo for repo in load_yaml(baked / ".pre-commit-config.yaml")["repos"]}
