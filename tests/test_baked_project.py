@@ -102,15 +102,3 @@ def test_readme_steps_from_a_git_url(tmp_path: Path) -> None:
             run(project, "python", "scripts/local_postgres.py", "stop")
     finally:
         shutil.rmtree(output, ignore_errors=True)
-
-
-def test_pip_installs_it_with_the_dev_group(cookies: Any) -> None:
-    """Without uv: a fresh venv, pip >= 25.1, `pip install -e . --group dev`."""
-    project = Path(cookies.bake().project_path)
-    subprocess.run([sys.executable, "-m", "venv", str(project / ".venv")], check=True)
-    pip = ("python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check")
-    run(project, *pip, "--upgrade", "pip>=25.1")
-    run(project, *pip, "--editable", ".", "--group", "dev")
-    run(project, "python", "-c", f"import {project.name}.database")
-    collected = run(project, "pytest", "--collect-only", "-q", "-p", "no:cacheprovider")
-    assert "test_get_session.py" in collected.stdout

@@ -100,12 +100,14 @@ def test_make_db_runs_the_embedded_postgresql(local_project: Path) -> None:
     assert "stopped" in make(local_project, "db-stop")
 
 
-def test_make_install_without_uv_uses_venv_and_pip(local_project: Path) -> None:
-    """With no uv, `make install` makes .venv with pip (new enough for --group dev)."""
-    make(local_project, "install", "UV=")  # as if `command -v uv` found nothing
-    run(local_project, ".venv/bin/python", "-c", f"import {local_project.name}")
-    assert (local_project / ".venv" / "bin" / "pytest").is_file()
-    assert not (local_project / "uv.lock").exists()
+def test_make_install_without_uv_uses_venv_and_pip(cookies: Any) -> None:
+    """Without uv, `make install` is a fresh venv, pip >= 25.1, `pip install -e . --group dev`."""
+    project = Path(cookies.bake().project_path)
+    make(project, "install", "UV=")  # as if `command -v uv` found nothing
+    assert not (project / "uv.lock").exists()
+    run(project, ".venv/bin/python", "-c", f"import {project.name}.database")
+    collected = run(project, ".venv/bin/pytest", "--collect-only", "-q", "-p", "no:cacheprovider")
+    assert "test_get_session.py" in collected.stdout
 
 
 def test_make_alone_lists_every_task(baked: Path) -> None:
