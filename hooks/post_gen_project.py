@@ -41,12 +41,13 @@ def write_env(path: Path, url: str, compose: dict[str, str]) -> None:
     `compose` holds the same server's parts for compose.yaml, which cannot take a URL apart.
     """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # Private before the secret goes in: an existing file keeps its mode through O_CREAT.
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as env:
         env.write("# Private: holds the database password. Never commit this file.\n")
         env.write(f"DATABASE_URL='{url}'\n")
         env.write("# For compose.yaml (Docker): the same server. Keep in step with DATABASE_URL.\n")
         env.writelines(f"{name}={compose_quote(value)}\n" for name, value in compose.items())
-    os.chmod(path, 0o600)  # O_CREAT's mode is masked by umask, and ignored if the file exists
 
 
 def replay_file(repo_dir: str) -> Path | None:

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from .conftest import TEMPLATE, Postgres, bake, free_port, install, run
+from .baking import TEMPLATE, bake, install, run
+from .postgres import Postgres, free_port
 
 ADVERSARIAL_PASSWORD = "p@ss:w/rd%41#?&=é 'q\"x"
 

@@ -17,7 +17,8 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import yaml
 
-from .conftest import TEMPLATE, UV_ENV, free_port, load_local_postgres, read_env, run
+from .baking import TEMPLATE, UV_ENV, read_env, run
+from .postgres import free_port, load_local_postgres
 
 CHECK_JSONSCHEMA = str(Path(sys.executable).with_name("check-jsonschema"))
 # The template's own tools (uv) on PATH, the baked project's .venv not: no venv is activated.

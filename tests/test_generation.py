@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from cookiecutter.exceptions import FailedHookException
 
-from .conftest import TEMPLATE, read_env
+from .baking import TEMPLATE, read_env
 
 SUPPORTED: list[dict[str, str]] = [
     {},

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .conftest import TEMPLATE, Postgres, bake, read_env, run
+from .baking import TEMPLATE, bake, read_env, run
+from .postgres import Postgres
 
 # Text a user could type. Cookiecutter renders answers given on its command line as Jinja, so
 # `{{`, `{%` and `{#` there are template syntax, not text (typed at the prompt they are text).

@@ -4,7 +4,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .conftest import Postgres, bake, install, run
+from .baking import bake, install, run
+from .postgres import Postgres
 
 
 def test_autogenerate_cycle(cookies: Any, postgres: Postgres) -> None:

@@ -1,0 +1,66 @@
+"""Baking, installing and running baked projects."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+if TYPE_CHECKING:
+    from .postgres import Postgres
+
+TEMPLATE = Path(__file__).resolve().parents[1]
+# uv in baked projects: this interpreter, never a downloaded one.
+UV_ENV = {"UV_PYTHON": sys.executable, "UV_PYTHON_DOWNLOADS": "never"}
+
+
+def run(
+    project: Path,
+    *command: str,
+    check: bool = True,
+    venv: Path | None = None,
+    **env_overrides: str,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command of the project's venv (or `venv`) in the project, reading only its .env
+    (and no make flags from a `make test` around us)."""
+    own = ("DATABASE_", "VIRTUAL_ENV", "MAKE", "MFLAGS")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(own)}
+    env["PATH"] = f"{(venv or project / '.venv') / 'bin'}{os.pathsep}{env['PATH']}"
+    env.update(env_overrides)
+    result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        pytest.fail(
+            f"{' '.join(command)} exited {result.returncode}:\n{result.stdout}{result.stderr}"
+        )
+    return result
+
+
+def install(project: Path) -> None:
+    """`uv sync`: the project's declared dependencies and dev group into its own .venv."""
+    uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
+    env = {**os.environ, **UV_ENV}
+    env.pop("VIRTUAL_ENV", None)
+    subprocess.run([uv, "sync", "--quiet"], cwd=project, env=env, check=True)
+
+
+def bake(cookies: Any, postgres: "Postgres", **context: str) -> Path:
+    """Bake against `postgres`, give the baked user its role and database, return the path."""
+    context = {"db_host": postgres.host, "db_port": str(postgres.port), **context}
+    result = cookies.bake(extra_context=context)
+    assert result.exception is None, result.exception
+    project = Path(result.project_path)
+    url = urlsplit(read_env(project)["DATABASE_URL"])
+    postgres.provision(
+        unquote(url.username or ""), unquote(url.password or ""), unquote(url.path[1:])
+    )
+    return project
+
+
+def read_env(project: Path) -> dict[str, str]:
+    lines = (project / ".env").read_text(encoding="utf-8").splitlines()
+    pairs = (line.partition("=") for line in lines if line and not line.startswith("#"))
+    return {key: value.strip("'") for key, _, value in pairs}
