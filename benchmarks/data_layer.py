@@ -4,12 +4,15 @@ Run inside a baked project, with its venv and its .env (`make bench` does all of
 
     python benchmarks/data_layer.py <package> [--rounds 5]
 
-Each round runs every variant once, in a rotated order, on an emptied table; the table shows
-medians over the rounds and each variant's ratio to the reference of its group.
+Each round runs every variant on an emptied table: single-row saves in 20 short turns with the
+variants taking turns (so all of them see the same machine), bulk saves one after another in a
+rotated order. The table shows medians over the rounds and each variant's ratio to the
+reference of its group.
 """
 
 import argparse
 import asyncio
+import gc
 import importlib
 import os
 import platform
@@ -18,7 +21,6 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any
 
 import asyncpg
@@ -27,8 +29,10 @@ from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import sessionmaker
 
-SINGLE_SAVES = {1: 1_000, 20: 4_000}  # concurrency: saves per measurement
+SINGLE_SAVES = {1: 400, 20: 1_600}  # concurrency: saves per variant per round
+SLICES = 20  # a round's saves run in this many turns, the variants taking turns
 BULK_ROWS = 50_000
+BULK_REPEATS = 2
 TARGETS = [  # (variant, reference, minimum ratio)
     ("get_session, c=1", "bare async_sessionmaker, c=1", 0.95),
     ("get_session, c=20", "bare async_sessionmaker, c=20", 0.95),
@@ -39,7 +43,7 @@ Operation = Callable[[int], Awaitable[None]]
 
 
 async def run_concurrently(operation: Operation, count: int, concurrency: int) -> float:
-    """Run `operation` `count` times on `concurrency` workers; operations per second."""
+    """Run `operation` `count` times on `concurrency` workers; the seconds it took."""
     numbers = iter(range(count))
 
     async def worker() -> None:
@@ -48,7 +52,23 @@ async def run_concurrently(operation: Operation, count: int, concurrency: int) -
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return count / (time.perf_counter() - started)
+    return time.perf_counter() - started
+
+
+def rotated(names: list[str], by: int) -> list[str]:
+    """`names` starting at another place each time, so no variant always runs first."""
+    return names[by % len(names) :] + names[: by % len(names)]
+
+
+async def interleaved(
+    operations: dict[str, Operation], count: int, concurrency: int, round_number: int
+) -> dict[str, float]:
+    """Saves per second of each operation, run in SLICES turns: all see the same machine."""
+    seconds = dict.fromkeys(operations, 0.0)
+    for turn in range(SLICES):
+        for name in rotated(list(operations), round_number + turn):
+            seconds[name] += await run_concurrently(operations[name], count // SLICES, concurrency)
+    return {name: count / spent for name, spent in seconds.items()}
 
 
 class Variants:
@@ -112,32 +132,21 @@ class Variants:
                 "tutorials", columns=["name"], records=[(name,) for name in self.names]
             )
 
-    def measurements(self) -> dict[str, Callable[[], Awaitable[float]]]:
-        """Variant name -> a coroutine factory returning rows saved per second."""
-        single = {
+    def single_saves(self) -> dict[str, Operation]:
+        return {
             "get_session": self.with_get_session,
             "bare async_sessionmaker": self.with_bare_sessionmaker,
             "tutorial pattern (sessionmaker per call)": self.with_tutorial_pattern,
             "raw asyncpg, transaction per save": self.with_raw_asyncpg,
         }
-        bulk = {
+
+    def bulk_saves(self) -> dict[str, Operation]:
+        return {
             "save_tutorials (COPY)": self.bulk_save_tutorials,
             "ORM session.add_all": self.bulk_orm_add_all,
             "ORM insert() executemany": self.bulk_orm_insert,
             "raw asyncpg COPY": self.bulk_raw_copy,
         }
-        measured: dict[str, Callable[[], Awaitable[float]]] = {}
-        for concurrency, count in SINGLE_SAVES.items():
-            for name, operation in single.items():
-                measured[f"{name}, c={concurrency}"] = partial(
-                    run_concurrently, operation, count, concurrency
-                )
-        for name, operation in bulk.items():
-            measured[name] = partial(self.bulk_rate, operation)
-        return measured
-
-    async def bulk_rate(self, operation: Operation) -> float:
-        return BULK_ROWS / (1 / await run_concurrently(operation, 1, 1))
 
     async def empty_table(self) -> None:
         async with self.raw_pool.acquire() as connection:
@@ -150,22 +159,44 @@ async def benchmark(package: str, rounds: int) -> int:
     raw_pool = await asyncpg.create_pool(
         dsn.render_as_string(hide_password=False), min_size=20, max_size=20
     )
+    async with raw_pool.acquire() as connection:
+        # Every single-row variant waits for the same WAL flush at commit; on a shared disk its
+        # jitter would drown the differences in client-side work that this benchmark compares.
+        await connection.execute(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET synchronous_commit = off',"
+            " current_database()); END $$"
+        )
+    await raw_pool.expire_connections()
     variants = Variants(package, raw_pool)
-    measurements = variants.measurements()
-    names = list(measurements)
-    rates: dict[str, list[float]] = {name: [] for name in names}
+    single, bulk = variants.single_saves(), variants.bulk_saves()
+    rates: dict[str, list[float]] = {
+        **{f"{name}, c={c}": [] for c in SINGLE_SAVES for name in single},
+        **{name: [] for name in bulk},
+    }
     try:
         async with variants.database.engine.connect() as connection:
             server = (await connection.scalar(text("SHOW server_version"))) or "?"
-        for warmup in names:  # fill both pools and the statement caches first
-            await measurements[warmup]()
+        for operation in [*single.values(), *bulk.values()]:  # fill pools and statement caches
+            await run_concurrently(operation, 20, 20 if operation in single.values() else 1)
         for round_number in range(rounds):
-            shift = round_number % len(names)
-            for name in names[shift:] + names[:shift]:
+            await variants.empty_table()
+            gc.collect()
+            for concurrency, count in SINGLE_SAVES.items():
+                measured = await interleaved(single, count, concurrency, round_number)
+                for name, rate in measured.items():
+                    rates[f"{name}, c={concurrency}"].append(rate)
+            for name in rotated(list(bulk), round_number):
                 await variants.empty_table()
-                rates[name].append(await measurements[name]())
+                gc.collect()  # no variant pays for the garbage of the one before
+                seconds = await run_concurrently(bulk[name], BULK_REPEATS, 1)
+                rates[name].append(BULK_ROWS * BULK_REPEATS / seconds)
             print(f"round {round_number + 1}/{rounds} done", file=sys.stderr)
     finally:
+        async with raw_pool.acquire() as connection:
+            await connection.execute(
+                "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I RESET synchronous_commit',"
+                " current_database()); END $$"
+            )
         await raw_pool.close()
         await variants.database.dispose()
     return report(rates, rounds, server)
@@ -182,7 +213,7 @@ def report(rates: dict[str, list[float]], rounds: int, server: str) -> int:
         f"Python {platform.python_version()}, SQLAlchemy {sqlalchemy.__version__}, "
         f"asyncpg {asyncpg.__version__}, PostgreSQL {server}; {platform.system()} "
         f"{platform.machine()}, {os.cpu_count()} CPUs; median of {rounds} rounds, "
-        "alternating order.\n"
+        "alternating order; synchronous_commit off.\n"
     )
     print("| variant | rows/s (median) | ratio to reference |")
     print("|---|---:|---:|")
