@@ -4,10 +4,10 @@ Run inside a baked project, with its venv and its .env (`make bench` does all of
 
     python benchmarks/data_layer.py <package> [--rounds 5]
 
-Each round runs every variant on an emptied table: single-row saves in 20 short turns with the
-variants taking turns (so all of them see the same machine), bulk saves one after another in a
-rotated order. The table shows medians over the rounds and each variant's ratio to the
-reference of its group.
+Each round runs every variant on an emptied table: single-row saves with the variants taking
+turns (one save each at concurrency 1, a twentieth of the saves each at 20), so that all of
+them see the same machine; bulk saves likewise, one each in turn. The table shows medians over
+the rounds and each variant's ratio to the reference of its group.
 """
 
 import argparse
@@ -29,10 +29,10 @@ from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import sessionmaker
 
-SINGLE_SAVES = {1: 400, 20: 1_600}  # concurrency: saves per variant per round
-SLICES = 20  # a round's saves run in this many turns, the variants taking turns
+SINGLE_SAVES = {1: 600, 20: 1_600}  # concurrency: saves per variant per round
+SLICES = 20  # concurrent saves run in this many turns, the variants taking turns
 BULK_ROWS = 50_000
-BULK_REPEATS = 2
+BULK_REPEATS = 4  # bulk saves per variant per round, the variants taking turns
 TARGETS = [  # (variant, reference, minimum ratio)
     ("get_session, c=1", "bare async_sessionmaker, c=1", 0.95),
     ("get_session, c=20", "bare async_sessionmaker, c=20", 0.95),
@@ -63,11 +63,13 @@ def rotated(names: list[str], by: int) -> list[str]:
 async def interleaved(
     operations: dict[str, Operation], count: int, concurrency: int, round_number: int
 ) -> dict[str, float]:
-    """Saves per second of each operation, run in SLICES turns: all see the same machine."""
+    """Saves per second of each operation, the operations taking turns so that all of them
+    see the same machine: one save each at a time without concurrency, else SLICES turns."""
+    turns = count if concurrency == 1 else SLICES
     seconds = dict.fromkeys(operations, 0.0)
-    for turn in range(SLICES):
+    for turn in range(turns):
         for name in rotated(list(operations), round_number + turn):
-            seconds[name] += await run_concurrently(operations[name], count // SLICES, concurrency)
+            seconds[name] += await run_concurrently(operations[name], count // turns, concurrency)
     return {name: count / spent for name, spent in seconds.items()}
 
 
@@ -185,11 +187,10 @@ async def benchmark(package: str, rounds: int) -> int:
                 measured = await interleaved(single, count, concurrency, round_number)
                 for name, rate in measured.items():
                     rates[f"{name}, c={concurrency}"].append(rate)
-            for name in rotated(list(bulk), round_number):
-                await variants.empty_table()
-                gc.collect()  # no variant pays for the garbage of the one before
-                seconds = await run_concurrently(bulk[name], BULK_REPEATS, 1)
-                rates[name].append(BULK_ROWS * BULK_REPEATS / seconds)
+            await variants.empty_table()
+            gc.collect()
+            for name, rate in (await interleaved(bulk, BULK_REPEATS, 1, round_number)).items():
+                rates[name].append(BULK_ROWS * rate)
             print(f"round {round_number + 1}/{rounds} done", file=sys.stderr)
     finally:
         async with raw_pool.acquire() as connection:
