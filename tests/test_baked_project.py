@@ -1,16 +1,12 @@
 """The baked project's own toolchain, run for real: install, lint, type-check, test, migrate."""
 
-import shutil
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .baking import TEMPLATE, bake, install, run
-from .postgres import Postgres, free_port
+from .baking import bake, install, run
+from .postgres import Postgres
 
 ADVERSARIAL_PASSWORD = "p@ss:w/rd%41#?&=é 'q\"x"
 
@@ -72,34 +68,3 @@ def test_an_adversarial_password_works_end_to_end(cookies: Any, postgres: Postgr
     for path in project.rglob("*"):
         if path.is_file() and ".venv" not in path.parts and path.name != ".env":
             assert ADVERSARIAL_PASSWORD.encode() not in path.read_bytes(), path
-
-
-def test_readme_steps_from_a_git_url(tmp_path: Path) -> None:
-    """`cookiecutter git+file://<clone> --no-input`, then the baked README's steps, migrate a
-    local PostgreSQL with the password from .env alone."""
-    clone = tmp_path / "template"
-    subprocess.run(["git", "clone", "-q", str(TEMPLATE), str(clone)], check=True)
-    config = tmp_path / "cookiecutter.yaml"  # keep cookiecutter's clones and replays in tmp
-    config.write_text(f"cookiecutters_dir: {tmp_path / 'cache'}\nreplay_dir: {tmp_path / 'r'}\n")
-    output = Path(tempfile.mkdtemp(prefix="git-url-bake-"))  # the server's user must reach it
-    output.chmod(0o755)
-    try:
-        subprocess.run(
-            [
-                *(sys.executable, "-m", "cookiecutter", "--no-input", f"git+file://{clone}"),
-                *("--config-file", str(config), "--output-dir", str(output)),
-                f"db_port={free_port()}",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        project = output / "tutorial_service"
-        install(project)
-        run(project, "python", "scripts/local_postgres.py", "start")
-        try:
-            run(project, "alembic", "upgrade", "head")
-            assert "Tutorial saved" in run(project, "python", "-m", "tutorial_service").stdout
-        finally:
-            run(project, "python", "scripts/local_postgres.py", "stop")
-    finally:
-        shutil.rmtree(output, ignore_errors=True)

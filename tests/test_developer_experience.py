@@ -9,6 +9,7 @@ import sys
 import tempfile
 import tomllib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -49,18 +50,13 @@ def baked(cookies_session: Any) -> Path:
     return Path(cookies_session.bake().project_path)
 
 
-@pytest.fixture
-def local_project(cookies: Any) -> Iterator[Path]:
-    """A project whose .env names a free local port, under a directory every user can enter.
-
-    Its server is its own (`make db`), run as `postgres` when we are root, so the project
-    moves out of pytest's private tmp dir; the server is stopped and the copy removed after.
-    """
-    result = cookies.bake(extra_context={"db_port": str(free_port())})
-    assert result.exception is None, result.exception
+@contextmanager
+def served_from_a_reachable_place(baked: Path) -> Iterator[Path]:
+    """`baked`, moved under a directory every user can enter: its server is its own
+    (`make db`), run as `postgres` when we are root. Stopped and removed afterwards."""
     scratch = Path(tempfile.mkdtemp(prefix="template-dx-"))
     scratch.chmod(0o755)  # our own fresh directory: the server's user must reach into it
-    project = Path(shutil.move(result.project_path, scratch))
+    project = Path(shutil.move(baked, scratch))
     try:
         yield project
     finally:
@@ -69,18 +65,51 @@ def local_project(cookies: Any) -> Iterator[Path]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def test_make_runs_the_whole_loop_on_a_local_server(local_project: Path) -> None:
-    """install, db (twice), migrate, test, db-stop (twice) pass on the project's own server."""
-    make(local_project, "install")
-    port = urlsplit(read_env(local_project)["DATABASE_URL"]).port
-    assert f"started on 127.0.0.1:{port}" in make(local_project, "db")
-    assert "already running" in make(local_project, "db")
-    make(local_project, "migrate")
-    make(local_project, "test")
-    assert "PostgreSQL stopped" in make(local_project, "db-stop")
-    assert "not running" in make(local_project, "db-stop")
-    assert "started" in make(local_project, "db")  # the same data, started again
-    make(local_project, "db-stop")
+@pytest.fixture
+def local_project(cookies: Any) -> Iterator[Path]:
+    """A project whose .env names a free local port, ready for `make db`."""
+    result = cookies.bake(extra_context={"db_port": str(free_port())})
+    assert result.exception is None, result.exception
+    with served_from_a_reachable_place(Path(result.project_path)) as project:
+        yield project
+
+
+@pytest.fixture
+def git_url_project(tmp_path: Path) -> Iterator[Path]:
+    """The same, baked by `cookiecutter git+file://<clone> --no-input` from the committed
+    template, as a user baking from a repository would."""
+    clone = tmp_path / "template"
+    subprocess.run(["git", "clone", "-q", str(TEMPLATE), str(clone)], check=True)
+    config = tmp_path / "cookiecutter.yaml"  # keep cookiecutter's clones and replays in tmp
+    config.write_text(f"cookiecutters_dir: {tmp_path / 'cache'}\nreplay_dir: {tmp_path / 'r'}\n")
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "cookiecutter", "--no-input", f"git+file://{clone}"),
+            *("--config-file", str(config), "--output-dir", str(tmp_path / "out")),
+            f"db_port={free_port()}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    with served_from_a_reachable_place(tmp_path / "out" / "tutorial_service") as project:
+        yield project
+
+
+def test_make_runs_the_whole_loop_on_a_local_server(git_url_project: Path) -> None:
+    """From a git URL, the README's steps: install, db (twice), migrate, the demo, test,
+    db-stop (twice) pass on the project's own server, with the password from .env alone."""
+    project = git_url_project
+    make(project, "install")
+    port = urlsplit(read_env(project)["DATABASE_URL"]).port
+    assert f"started on 127.0.0.1:{port}" in make(project, "db")
+    assert "already running" in make(project, "db")
+    make(project, "migrate")
+    assert "Tutorial saved" in run(project, ".venv/bin/python", "-m", project.name).stdout
+    make(project, "test")
+    assert "PostgreSQL stopped" in make(project, "db-stop")
+    assert "not running" in make(project, "db-stop")
+    assert "started" in make(project, "db")  # the same data, started again
+    make(project, "db-stop")
 
 
 def test_make_db_runs_the_embedded_postgresql(local_project: Path) -> None:
