@@ -1,18 +1,38 @@
-"""Fixtures: a test database beside the one in .env, migrated once; each test rolled back."""
+"""Fixtures: every test runs on a test database beside the one in .env, never on it, and
+everything a test does there, commits included, is undone when it ends.
 
+- Plain tests need no fixture: `get_session()` (and the `session` fixture) join a transaction
+  that is rolled back after the test; what they "commit" is a savepoint inside it.
+- `@pytest.mark.commits` tests really commit (on their own connections: concurrency, server
+  restarts, migrations); the tables are emptied after each.
+"""
+
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import URL, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy import URL, event, make_url, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from {{ cookiecutter.project_slug }}.database import create_engine, session_factory
-from {{ cookiecutter.project_slug }}.migrations import upgrade
 from {{ cookiecutter.project_slug }}.settings import Settings, get_settings
+
+# Before the app's engine is built (on importing `database`), point the settings at the test
+# database, for this process and every process a test starts: no test can reach .env's.
+DEVELOPMENT = get_settings()
+DEVELOPMENT_URL = make_url(DEVELOPMENT.database_url.get_secret_value())
+TEST_DATABASE = f"{DEVELOPMENT_URL.database}_test"
+os.environ["DATABASE_URL"] = DEVELOPMENT_URL.set(database=TEST_DATABASE).render_as_string(
+    hide_password=False
+)
+get_settings.cache_clear()
+
+from {{ cookiecutter.project_slug }} import database  # noqa: E402  (after the switch)
+from {{ cookiecutter.project_slug }}.migrations import upgrade  # noqa: E402
+from {{ cookiecutter.project_slug }}.models import Base  # noqa: E402
 
 
 def settings_for(url: URL, **overrides: Any) -> Settings:
@@ -21,81 +41,95 @@ def settings_for(url: URL, **overrides: Any) -> Settings:
 
 
 @asynccontextmanager
-async def temporary_database(suffix: str) -> AsyncIterator[URL]:
-    """Create an empty database named after the one in .env, and drop it afterwards."""
-    url = get_settings().database_url_object
-    # PostgreSQL cuts names at 63 bytes: shorten the base, never the suffix that makes it ours.
-    base = (url.database or "").encode()[: 62 - len(suffix)].decode(errors="ignore")
-    name = f"{base}_{suffix}"
-    admin = create_async_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+async def temporary_database(name: str) -> AsyncIterator[URL]:
+    """Create an empty database `name` on the server in .env, and drop it afterwards."""
+    # Connected to .env's database only to run CREATE and DROP DATABASE, which write nothing
+    # there; the app's engine options (TLS and the like) apply.
+    admin = database.create_engine(DEVELOPMENT, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     quoted = admin.dialect.identifier_preparer.quote(name)
     async with admin.connect() as connection:
         await connection.execute(text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
         await connection.execute(text(f"CREATE DATABASE {quoted}"))
     try:
-        yield url.set(database=name)
+        yield DEVELOPMENT.database_url_object.set(database=name)
     finally:
         async with admin.connect() as connection:
             await connection.execute(text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
         await admin.dispose()
 
 
+def scratch_name(suffix: str) -> str:
+    """A database name of the tests' own: the test database's, with a suffix (63 bytes max)."""
+    return f"{TEST_DATABASE.encode()[: 62 - len(suffix)].decode(errors='ignore')}_{suffix}"
+
+
 @pytest.fixture(scope="session")
 async def engine() -> AsyncIterator[AsyncEngine]:
-    """The app's engine on the test database, migrated to head; `get_session()` uses it."""
-    async with temporary_database("test") as url:
-        engine = create_engine(settings_for(url))
-        await upgrade(engine)
-        session_factory.configure(bind=engine)
-        yield engine
-        await engine.dispose()
+    """The app's own engine, on the test database: created, migrated to head, dropped after."""
+    if database.engine.url.database != TEST_DATABASE:
+        pytest.exit(f"refusing to test on {database.engine.url.database!r}: not the test database")
+    async with temporary_database(TEST_DATABASE):
+        await upgrade(database.engine)
+        yield database.engine
+        await database.dispose()
+
+
+async def empty_tables(engine: AsyncEngine) -> None:
+    """Delete every row of every model's table (and restart their identities)."""
+    tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
+    async with engine.begin() as connection:
+        await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(autouse=True)
+async def isolated(request: pytest.FixtureRequest, engine: AsyncEngine) -> AsyncIterator[None]:
+    """Run the test in a transaction rolled back afterwards (`commits` tests: empty tables)."""
+    commits = request.node.get_closest_marker("commits") is not None
+    checkouts: list[object] = []  # connections taken from the app's pool during the test
+
+    def record(*checkout: object) -> None:
+        checkouts.append(checkout)
+
+    connection = None
+    if not commits:
+        connection = await engine.connect()
+        await connection.begin()
+        database.session_factory.configure(
+            bind=connection, join_transaction_mode="create_savepoint"
+        )
+    event.listen(engine.sync_engine, "checkout", record)
+    try:
+        yield
+    finally:
+        event.remove(engine.sync_engine, "checkout", record)
+        database.session_factory.configure(
+            bind=engine, join_transaction_mode="conditional_savepoint"
+        )
+        if connection is not None:
+            await connection.close()  # rolls the test's transaction back
+        # Code that took its own connection from the app's engine may have committed for real.
+        if commits or checkouts:
+            await empty_tables(engine)
 
 
 @pytest.fixture
-async def empty_engine() -> AsyncIterator[AsyncEngine]:
-    """An engine on a new, empty database of its own (for migration tests)."""
-    async with temporary_database("migrations") as url:
-        engine = create_async_engine(url, poolclass=NullPool)
-        yield engine
-        await engine.dispose()
-
-
-@pytest.fixture
-async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A connection inside a transaction that is rolled back after the test."""
-    async with engine.connect() as connection:
-        transaction = await connection.begin()
-        yield connection
-        await transaction.rollback()
-
-
-@pytest.fixture
-async def session(connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
-    """A session on the test's connection: its commits are savepoints, all undone afterwards."""
-    async with AsyncSession(
-        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-    ) as session:
+async def session() -> AsyncIterator[AsyncSession]:
+    """A session like `get_session()`'s, in the test's transaction; `commit()` is undone too."""
+    async with database.session_factory() as session:
         yield session
-
-
-@pytest.fixture
-def isolated_get_session(engine: AsyncEngine, connection: AsyncConnection) -> Iterator[None]:
-    """Make `get_session()` use the test's connection, so what it commits is undone afterwards."""
-    session_factory.configure(bind=connection, join_transaction_mode="create_savepoint")
-    yield
-    session_factory.configure(bind=engine, join_transaction_mode="conditional_savepoint")
 
 
 @pytest.fixture
 def bind_get_session(engine: AsyncEngine) -> Iterator[Callable[[AsyncEngine], None]]:
     """A function that points `get_session()` at another engine until the test ends."""
-    yield lambda other: session_factory.configure(bind=other)
-    session_factory.configure(bind=engine)
+    yield lambda other: database.session_factory.configure(bind=other)
+    database.session_factory.configure(bind=engine)
 
 
 @pytest.fixture
-async def committed(engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
-    """The engine, for tests that really commit; the tutorials table is emptied afterwards."""
-    yield engine
-    async with engine.begin() as connection:
-        await connection.execute(text("TRUNCATE tutorials RESTART IDENTITY"))
+async def empty_engine() -> AsyncIterator[AsyncEngine]:
+    """An engine on a new, empty database of its own (for migration tests)."""
+    async with temporary_database(scratch_name("migrations")) as url:
+        engine = create_async_engine(url, poolclass=NullPool)
+        yield engine
+        await engine.dispose()

@@ -25,7 +25,7 @@ from {{ cookiecutter.project_slug }}.database import create_engine, dispose, get
 from {{ cookiecutter.project_slug }}.migrations import upgrade
 from {{ cookiecutter.project_slug }}.repository import save_tutorial, save_tutorials
 
-from .conftest import settings_for, temporary_database
+from .conftest import scratch_name, settings_for, temporary_database
 from .server_state import count_tutorials, idle_in_transaction
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -62,11 +62,12 @@ async def save_in_own_session(name: str) -> None:
         await save_tutorial(session, name)
 
 
+@pytest.mark.commits
 async def test_cancelled_sessions_leave_nothing_behind(
-    committed: AsyncEngine, bind_get_session: Bind
+    engine: AsyncEngine, bind_get_session: Bind
 ) -> None:
     """60 tasks cancelled inside `get_session()` after a flush: no rows, no connections held."""
-    wide = create_engine(settings_for(committed.url), pool_size=60, max_overflow=0)
+    wide = create_engine(settings_for(engine.url), pool_size=60, max_overflow=0)
     bind_get_session(wide)
     flushed = asyncio.Semaphore(0)
 
@@ -85,28 +86,30 @@ async def test_cancelled_sessions_leave_nothing_behind(
     try:
         assert all(isinstance(result, asyncio.CancelledError) for result in results)
         assert wide.pool.checkedout() == 0  # type: ignore[attr-defined]
-        assert await idle_in_transaction(committed) == 0
-        assert await count_tutorials(committed, "cancelled ") == 0
+        assert await idle_in_transaction(engine) == 0
+        assert await count_tutorials(engine, "cancelled ") == 0
     finally:
         await wide.dispose()
 
 
-async def test_a_thousand_concurrent_sessions(committed: AsyncEngine) -> None:
+@pytest.mark.commits
+async def test_a_thousand_concurrent_sessions(engine: AsyncEngine) -> None:
     """1,000 concurrent saves with the default pool settings: no errors, 1,000 rows."""
     results = await asyncio.gather(
         *(save_in_own_session(f"load {number}") for number in range(1000)),
         return_exceptions=True,
     )
     assert [result for result in results if result is not None] == []
-    assert await count_tutorials(committed, "load ") == 1000
-    assert committed.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert await count_tutorials(engine, "load ") == 1000
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
+@pytest.mark.commits
 async def test_pool_exhaustion_raises_a_clear_error(
-    committed: AsyncEngine, bind_get_session: Bind
+    engine: AsyncEngine, bind_get_session: Bind
 ) -> None:
     """When every connection is busy past pool_timeout, the caller gets an error, not a hang."""
-    tiny = create_engine(settings_for(committed.url), pool_size=1, max_overflow=0, pool_timeout=0.2)
+    tiny = create_engine(settings_for(engine.url), pool_size=1, max_overflow=0, pool_timeout=0.2)
     bind_get_session(tiny)
     try:
         async with get_session() as holding:
@@ -117,6 +120,7 @@ async def test_pool_exhaustion_raises_a_clear_error(
         await tiny.dispose()
 
 
+@pytest.mark.commits
 async def test_dispose_closes_every_pooled_connection() -> None:
     """`dispose()` at shutdown closes the app engine's pooled connections on the server."""
 
@@ -127,7 +131,7 @@ async def test_dispose_closes_every_pooled_connection() -> None:
             return int(pid or 0)
 
     pids = await asyncio.gather(*(backend_pid() for _ in range(3)))
-    assert database.engine.pool.checkedin() == 3  # type: ignore[attr-defined]
+    assert database.engine.pool.checkedin() >= 3  # type: ignore[attr-defined]
     await dispose()
     observer = create_engine(settings_for(database.engine.url), pool_size=1)
     try:
@@ -168,6 +172,7 @@ def own_server() -> Iterator[tuple[Any, URL]]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+@pytest.mark.commits
 async def test_a_restarted_server_costs_no_failed_request(
     own_server: tuple[Any, URL], bind_get_session: Bind
 ) -> None:
@@ -228,8 +233,9 @@ def pgbouncer(engine: AsyncEngine) -> Iterator[URL]:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
+@pytest.mark.commits
 async def test_four_hundred_sessions_through_pgbouncer(
-    committed: AsyncEngine, pgbouncer: URL, bind_get_session: Bind
+    engine: AsyncEngine, pgbouncer: URL, bind_get_session: Bind
 ) -> None:
     """With DATABASE_PGBOUNCER on, 400 concurrent sessions (ORM and COPY) run with no error."""
     bounced = create_engine(settings_for(pgbouncer, database_pgbouncer=True))
@@ -246,14 +252,15 @@ async def test_four_hundred_sessions_through_pgbouncer(
             return_exceptions=True,
         )
         assert [result for result in results if result is not None] == []
-        assert await count_tutorials(committed, "bounced ") == 300 + 1000
+        assert await count_tutorials(engine, "bounced ") == 300 + 1000
     finally:
         await bounced.dispose()
 
 
+@pytest.mark.commits
 async def test_alembic_upgrade_through_pgbouncer(pgbouncer: URL) -> None:
     """`alembic upgrade head` works through PgBouncer in transaction mode."""
-    async with temporary_database("bounced") as url:
+    async with temporary_database(scratch_name("bounced")) as url:
         through_pgbouncer = pgbouncer.set(database=url.database)
         process = await asyncio.create_subprocess_exec(
             *(sys.executable, "-m", "alembic", "upgrade", "head"),

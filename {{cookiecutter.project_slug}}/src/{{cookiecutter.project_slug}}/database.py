@@ -5,6 +5,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 from uuid import uuid4
 
+import asyncpg
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, ExceptionContext
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -15,21 +19,84 @@ from sqlalchemy.pool import NullPool
 
 from .settings import Settings, get_settings
 
+# SQLSTATE in_failed_sql_transaction: "current transaction is aborted".
+IN_FAILED_SQL_TRANSACTION = "25P02"
+# Set in a connection's info while its transaction is aborted by a failed statement.
+ABORTED = "transaction_aborted"
+
+
+ABORTED_MESSAGE = (
+    "A statement in this get_session() block failed and was caught, which aborted the "
+    "transaction: nothing was committed. Run statements that may fail inside "
+    "`async with session.begin_nested():`, or let the error propagate."
+)
+
+
+class TransactionAbortedError(SQLAlchemyError):
+    """The block left cleanly, but a statement in it had failed: PostgreSQL had aborted the
+    transaction, so the COMMIT rolled everything back and nothing was committed."""
+
+
+class CommitCheckingConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untyped
+    """asyncpg's connection, refusing to report a COMMIT that the server turned into ROLLBACK.
+
+    After a failed statement PostgreSQL ignores everything until the transaction ends, and
+    answers COMMIT with the command tag ROLLBACK and no error: every write of the transaction
+    is gone while the caller believes it stored them. This raises the error PostgreSQL itself
+    gives for other commands in that state, so every commit path (sessions, `engine.begin()`,
+    raw driver work such as COPY) fails loudly, as a savepoint release already does.
+    """
+
+    # The signature is asyncpg's own, timeout parameter included.
+    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:  # noqa: ASYNC109
+        status: str = await super().execute(query, *args, timeout=timeout)
+        if status == "ROLLBACK" and query.lstrip()[:6].upper() == "COMMIT":
+            raise asyncpg.exceptions.InFailedSQLTransactionError(
+                "COMMIT was answered with ROLLBACK: an earlier statement failed, which aborted "
+                "the transaction, and nothing was committed"
+            )
+        return status
+
+
+def mark_aborted(context: ExceptionContext) -> None:
+    """A statement failed inside a transaction: PostgreSQL now ignores all but its end."""
+    if context.connection is not None and context.connection.in_transaction():
+        context.connection.info[ABORTED] = True
+
+
+def clear_aborted(connection: Connection, *_: Any) -> None:
+    """A transaction began or ended, or a savepoint was rolled back: usable again."""
+    if not connection.invalidated:  # an invalidated one (cancelled mid-query) is discarded
+        connection.info.pop(ABORTED, None)
+
+
+def track_aborted_transactions(engine: AsyncEngine) -> AsyncEngine:
+    event.listen(engine.sync_engine, "handle_error", mark_aborted)
+    for ending in ("begin", "commit", "rollback", "rollback_savepoint"):
+        event.listen(engine.sync_engine, ending, clear_aborted)
+    return engine
+
 
 def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
     """An asyncpg engine configured by `settings` (`options` win); connects on first use."""
+    connect_args: dict[str, Any] = {"connection_class": CommitCheckingConnection}
     if settings.database_pgbouncer:
         # PgBouncer in transaction mode may run each transaction on another server connection,
         # where a prepared statement from elsewhere can exist under the same name: cache none
         # and name each one uniquely (sqlalchemy#6467, #10226). PgBouncer pools, so we don't.
-        return create_async_engine(
-            settings.database_url_object.update_query_dict({"prepared_statement_cache_size": "0"}),
-            echo=settings.database_echo,
-            poolclass=NullPool,
-            connect_args={
-                "statement_cache_size": 0,
-                "prepared_statement_name_func": lambda: f"__asyncpg_{uuid4()}__",
-            },
+        connect_args |= {
+            "statement_cache_size": 0,
+            "prepared_statement_name_func": lambda: f"__asyncpg_{uuid4()}__",
+        }
+        return track_aborted_transactions(
+            create_async_engine(
+                settings.database_url_object.update_query_dict(
+                    {"prepared_statement_cache_size": "0"}
+                ),
+                echo=settings.database_echo,
+                connect_args=connect_args | options.pop("connect_args", {}),
+                **{"poolclass": NullPool, **options},
+            )
         )
     pooling: dict[str, Any] = {
         "pool_size": settings.database_pool_size,
@@ -41,8 +108,13 @@ def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
     }
     if options.get("poolclass") is NullPool:
         pooling = {}  # nothing to size or recycle
-    return create_async_engine(
-        settings.database_url_object, echo=settings.database_echo, **{**pooling, **options}
+    return track_aborted_transactions(
+        create_async_engine(
+            settings.database_url_object,
+            echo=settings.database_echo,
+            connect_args=connect_args | options.pop("connect_args", {}),
+            **{**pooling, **options},
+        )
     )
 
 
@@ -56,15 +128,32 @@ session_factory = async_sessionmaker(engine, expire_on_commit=False)
 async def get_session() -> AsyncIterator[AsyncSession]:
     """Yield a session that commits when the block exits cleanly and rolls back when it raises.
 
-    An explicit `await session.commit()` inside the block works too. When the block raises
-    (cancellation included), leaving `async with` closes the session without committing: the
-    close is shielded from cancellation and returns the connection to the pool, which rolls it
-    back, or discards it if a cancelled statement left it unusable. A rollback awaited here
-    instead would fail on such a connection and mask the original error.
+    An explicit `await session.commit()` inside the block works too. To let a statement fail
+    and carry on, run it in a savepoint: `async with session.begin_nested(): ...` rolls back
+    just that part when it raises. A failed statement caught *outside* a savepoint has aborted
+    the whole transaction: leaving the block then raises `TransactionAbortedError`, and
+    nothing of the block is committed.
+
+    When the block raises (cancellation included), leaving `async with` closes the session
+    without committing: the close is shielded from cancellation and returns the connection to
+    the pool, which rolls it back, or discards it if a cancelled statement left it unusable.
+    A rollback awaited here instead would fail on such a connection and mask the original
+    error. The COMMIT itself is not shielded, so a cancelled task (a timeout, a client gone)
+    never waits on a slow or unreachable server; but a cancellation that arrives while COMMIT
+    is in flight has an unknown outcome: the server may have committed. Where that matters,
+    make the write idempotent or check for it afterwards.
     """
     async with session_factory() as session:
         yield session
-        await session.commit()
+        # Known aborted: send no COMMIT; leaving `async with` rolls back, as on any error.
+        if session.in_transaction() and (await session.connection()).info.get(ABORTED):
+            raise TransactionAbortedError(ABORTED_MESSAGE)
+        try:
+            await session.commit()
+        except DBAPIError as error:  # aborted beside SQLAlchemy (raw driver work): COMMIT says
+            if getattr(error.orig, "sqlstate", None) != IN_FAILED_SQL_TRANSACTION:
+                raise
+            raise TransactionAbortedError(ABORTED_MESSAGE) from error
 
 
 async def dispose() -> None:
