@@ -27,6 +27,7 @@ def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
             echo=settings.database_echo,
             poolclass=NullPool,
             connect_args={
+                **settings.database_connect_args,
                 "statement_cache_size": 0,
                 "prepared_statement_name_func": lambda: f"__asyncpg_{uuid4()}__",
             },
@@ -42,7 +43,11 @@ def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
     if options.get("poolclass") is NullPool:
         pooling = {}  # nothing to size or recycle
     return create_async_engine(
-        settings.database_url_object, echo=settings.database_echo, **{**pooling, **options}
+        settings.database_url_object,
+        echo=settings.database_echo,
+        # What the URL asks that asyncpg takes only as arguments: see settings.connect_args.
+        connect_args=settings.database_connect_args,
+        **{**pooling, **options},
     )
 
 
