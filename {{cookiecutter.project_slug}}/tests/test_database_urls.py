@@ -18,6 +18,7 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 from pydantic import SecretStr, ValidationError
 from sqlalchemy import URL, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from {{ cookiecutter.project_slug }}.database import create_engine
@@ -27,7 +28,7 @@ from .servers import PROJECT_ROOT, free_port, hand_to_server, running_server, sc
 
 CERT_USER = "cert_tester"  # logs in with a client certificate, no password
 KEY_PASSWORD = "key pass word"
-# Ours first: `cert` for the certificate user, then initdb's own rules (password, scram).
+# The server's whole pg_hba.conf: `cert` for the certificate user, SCRAM passwords otherwise.
 HBA = f"""\
 hostssl all {CERT_USER} 127.0.0.1/32 cert
 local all all scram-sha-256
@@ -106,6 +107,13 @@ def server() -> Iterator[Server]:
         )
 
 
+@pytest.fixture(autouse=True)
+def home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An empty home directory: certificates in the developer's ~/.postgresql stay out."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return tmp_path
+
+
 async def ask(raw: str, query: str) -> Any:
     """Connect through the app's own `create_engine` with DATABASE_URL=`raw`; run `query`."""
     engine = create_engine(Settings(database_url=SecretStr(raw)), poolclass=NullPool)
@@ -142,6 +150,13 @@ async def test_a_certificate_from_another_ca_is_refused(server: Server, sslmode:
     raw = server.raw("localhost", sslmode=sslmode, sslrootcert=str(server.other_ca))
     with pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"):
         await ask(raw, "SELECT 1")
+
+
+async def test_the_root_certificate_defaults_to_the_one_in_home(server: Server, home: Path) -> None:
+    """Without sslrootcert, verify-full uses ~/.postgresql/root.crt, as libpq does."""
+    (home / ".postgresql").mkdir()
+    (home / ".postgresql" / "root.crt").write_bytes(server.ca.read_bytes())
+    assert await ask(server.raw("localhost", sslmode="verify-full"), ENCRYPTED) is True
 
 
 async def test_verify_ca_accepts_a_host_name_mismatch(server: Server) -> None:
@@ -229,7 +244,7 @@ async def test_the_first_host_down_the_second_answers(server: Server, form: str)
 async def test_target_session_attrs_is_honoured(server: Server) -> None:
     """target_session_attrs=primary connects to a primary; =standby refuses it."""
     assert await ask(server.raw(target_session_attrs="primary"), "SELECT 1") == 1
-    with pytest.raises(Exception, match="standby"):
+    with pytest.raises(DBAPIError, match="standby"):
         await ask(server.raw(target_session_attrs="standby"), "SELECT 1")
 
 
