@@ -159,6 +159,17 @@ async def test_the_root_certificate_defaults_to_the_one_in_home(server: Server, 
     assert await ask(server.raw("localhost", sslmode="verify-full"), ENCRYPTED) is True
 
 
+async def test_sslrootcert_system_trusts_the_systems_cas(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sslrootcert=system verifies against the system's trusted CAs (here our CA, through
+    OpenSSL's SSL_CERT_FILE) and the host name, as libpq's verify-full."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(server.ca))
+    assert await ask(server.raw("localhost", sslrootcert="system"), ENCRYPTED) is True
+    with pytest.raises(ssl.SSLCertVerificationError, match="mismatch"):
+        await ask(server.raw("127.0.0.1", sslrootcert="system"), "SELECT 1")
+
+
 async def test_verify_ca_accepts_a_host_name_mismatch(server: Server) -> None:
     """verify-ca checks the chain, not the name: 127.0.0.1 connects, encrypted."""
     raw = server.raw("127.0.0.1", sslmode="verify-ca", sslrootcert=str(server.ca))
