@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -213,8 +214,10 @@ class Server:
         )
         return result.returncode == 0
 
-    def start(self) -> None:
+    def start(self, settings: Mapping[str, str] | None = None) -> None:
+        """Start the server; `settings` are extra `-c name=value` options (later ones win)."""
         options = f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories=''"
+        options += "".join(f" -c {name}={value}" for name, value in (settings or {}).items())
         self.run(
             "pg_ctl",
             "start",

@@ -1,13 +1,20 @@
 """Settings: the URLs users really have, and a password that never shows."""
 
+import os
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import URL, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from {{ cookiecutter.project_slug }}.settings import Settings, to_async_url
+from {{ cookiecutter.project_slug }}.settings import Settings, connect_args, to_async_url
 
 PASSWORD = "p@ss:w/rd%41#?&=é 'q\"x"
+PASSWORD_IN_URL = "s3cr3t-in-url"
 
 
 @pytest.mark.parametrize(
@@ -30,9 +37,58 @@ def test_every_postgresql_scheme_gets_the_asyncpg_driver(raw: str) -> None:
 
 
 def test_sslmode_becomes_asyncpgs_ssl_argument() -> None:
-    """libpq's sslmode is translated to asyncpg's ssl argument."""
-    url = to_async_url("postgres://u:pw@host/app?sslmode=verify-full")
-    assert dict(url.query) == {"ssl": "verify-full"}
+    """libpq's sslmode is translated to asyncpg's ssl argument, and to an SSL context."""
+    raw = "postgres://u:pw@host/app?sslmode=require"
+    assert dict(to_async_url(raw).query) == {"ssl": "require"}
+    assert isinstance(connect_args(raw)["ssl"], ssl.SSLContext)
+
+
+@pytest.mark.parametrize(
+    ("raw", "host", "port", "query"),
+    [
+        ("postgres://u:pw@a:5432,b:5433/app", None, None, {"host": "a,b", "port": "5432,5433"}),
+        (
+            "postgres://u:pw@/app?host=a:5432&host=b:5433",
+            None,
+            None,
+            {"host": "a,b", "port": "5432,5433"},
+        ),
+        (
+            "postgres://u:pw@/app?host=a,b&port=6000",
+            None,
+            None,
+            {"host": "a,b", "port": "6000,6000"},
+        ),
+        (
+            "postgres://u:pw@x:6000/app?host=a,[::1]:7",
+            None,
+            None,
+            {"host": "a,::1", "port": "6000,7"},
+        ),
+        ("postgres://u:pw@/app?host=/run/postgresql", None, None, {"host": "/run/postgresql"}),
+        ("postgres://u:pw@:6000/app?host=/run/postgresql", None, 6000, {"host": "/run/postgresql"}),
+        ("postgres://u:pw@x/app?host=db&port=6000", "db", 6000, {}),
+    ],
+)
+def test_host_lists_and_socket_directories_take_sqlalchemys_form(
+    raw: str, host: str | None, port: int | None, query: dict[str, str]
+) -> None:
+    """libpq's and SQLAlchemy's host lists become `?host=a,b&port=1,2` with every port filled
+    in (asyncpg needs them); a socket directory stays a parameter; the form parses again."""
+    url = to_async_url(raw)
+    assert (url.host, url.port, dict(url.query)) == (host, port, query)
+    assert to_async_url(url.render_as_string(hide_password=False)) == url
+
+
+def test_connect_args_carry_what_a_url_cannot() -> None:
+    """connect_timeout, application_name and options become asyncpg's connect arguments."""
+    raw = "postgres://u:pw@h/app?connect_timeout=7&application_name=web&options=-c%20work_mem%3D8MB"
+    assert connect_args(raw) == {
+        "timeout": 7.0,
+        "server_settings": {"application_name": "web", "options": "-c work_mem=8MB"},
+    }
+    assert connect_args("postgres://u:pw@h/app?connect_timeout=0") == {"timeout": None}
+    assert dict(to_async_url(raw).query) == {}
 
 
 @pytest.mark.parametrize(
@@ -40,14 +96,52 @@ def test_sslmode_becomes_asyncpgs_ssl_argument() -> None:
     [
         ("mysql://u:pw@host/app", "scheme 'mysql'"),
         ("not a url", "not a URL"),
+        ("postgres://u:pw@a:1,b:x/app", "port that is not a number"),
         ("postgres://u:pw@host/app?sslmode=sometimes", "sslmode='sometimes'"),
+        ("postgres://u:pw@host/app?hostaddr=10.0.0.1", "parameter 'hostaddr', which this"),
+        ("postgres://u:pw@host/app?sslcrl=crl.pem", "parameter 'sslcrl'"),
+        ("postgres://u:pw@host/app?keepalives=1", "supported: application_name, channel_binding"),
+        ("postgres://u:pw@host/app?channel_binding=require", "asyncpg cannot do channel binding"),
+        ("postgres://u:pw@host/app?target_session_attrs=primarily", "target_session_attrs="),
+        ("postgres://u:pw@host/app?connect_timeout=soon", "connect_timeout='soon'"),
+        ("postgres://u:pw@host/app?sslmode=require&sslmode=disable", "'sslmode' more than once"),
+        ("postgres://u:pw@host/app?sslmode=prefer&sslrootcert=ca.pem", "need sslmode=require"),
+        ("postgres://u:pw@host/app?sslmode=verify-full", "no sslrootcert"),
+        ("postgres://u:pw@host/app?sslmode=require&sslrootcert=nowhere.pem", "does not exist"),
+        (
+            "postgres://u:pw@host/app?sslmode=require&sslrootcert=system",
+            "needs sslmode=verify-full",
+        ),
+        ("postgres://u:pw@a,b/app?port=1,2,3", "number of hosts and ports"),
+        ("postgres://u:pw@host/app?port=99999", "port that is not a number"),
     ],
 )
-def test_bad_urls_get_an_error_naming_the_variable(raw: str, message: str) -> None:
-    """A URL this project cannot use is refused with DATABASE_URL named."""
+def test_bad_urls_get_an_error_naming_the_variable(
+    raw: str, message: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A URL this project cannot use is refused in one line naming DATABASE_URL and the
+    parameter, never the password, when the settings load."""
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.postgresql/root.crt to fall back on
     with pytest.raises(ValidationError, match="DATABASE_URL") as error:
-        Settings.model_validate({"database_url": raw})
+        Settings.model_validate({"database_url": raw.replace("pw", PASSWORD_IN_URL)})
     assert message in str(error.value)
+    assert PASSWORD_IN_URL not in str(error.value)
+
+
+def test_python_m_names_an_unsupported_parameter_in_one_line() -> None:
+    """`python -m <package>` with an unsupported URL parameter: one line, exit 2, no password."""
+    raw = f"postgres://u:{PASSWORD_IN_URL}@localhost/app?sslmode=require&keepalives_idle=30"
+    result = subprocess.run(
+        [sys.executable, "-m", "{{ cookiecutter.project_slug }}"],
+        env={**os.environ, "DATABASE_URL": raw},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1
+    assert "'keepalives_idle'" in result.stderr
+    assert PASSWORD_IN_URL not in result.stderr
 
 
 def test_the_password_never_shows(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -79,7 +79,11 @@ def track_aborted_transactions(engine: AsyncEngine) -> AsyncEngine:
 
 def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
     """An asyncpg engine configured by `settings` (`options` win); connects on first use."""
-    connect_args: dict[str, Any] = {"connection_class": CommitCheckingConnection}
+    connect_args: dict[str, Any] = {
+        # What the URL asks that asyncpg takes only as arguments: see settings.connect_args.
+        **settings.database_connect_args,
+        "connection_class": CommitCheckingConnection,
+    }
     if settings.database_pgbouncer:
         # PgBouncer in transaction mode may run each transaction on another server connection,
         # where a prepared statement from elsewhere can exist under the same name: cache none

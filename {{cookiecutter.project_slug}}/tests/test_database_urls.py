@@ -1,0 +1,313 @@
+"""The URLs hosting providers and DBAs hand out, each against a real server of the tests' own:
+TLS with a certificate authority made here, unix sockets, host lists, timeouts, settings."""
+
+import asyncio
+import os
+import socket
+import ssl
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import pytest
+import trustme
+from cryptography.hazmat.primitives import serialization
+from pydantic import SecretStr, ValidationError
+from sqlalchemy import URL, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
+
+from {{ cookiecutter.project_slug }}.database import create_engine
+from {{ cookiecutter.project_slug }}.settings import Settings
+
+from .servers import PROJECT_ROOT, free_port, hand_to_server, running_server, scratch_directory
+
+CERT_USER = "cert_tester"  # logs in with a client certificate, no password
+KEY_PASSWORD = "key pass word"
+# The server's whole pg_hba.conf: `cert` for the certificate user, SCRAM passwords otherwise.
+HBA = f"""\
+hostssl all {CERT_USER} 127.0.0.1/32 cert
+local all all scram-sha-256
+host all all 127.0.0.1/32 scram-sha-256
+"""
+
+
+@dataclass(frozen=True)
+class Server:
+    """The tests' server: TLS on, a unix socket, a certificate user; its files and URL."""
+
+    url: URL
+    sockets: Path
+    ca: Path
+    other_ca: Path
+    client_cert: Path
+    client_key: Path  # encrypted with KEY_PASSWORD
+
+    def raw(self, address: str | None = None, user: str | None = None, **params: str) -> str:
+        """A postgresql:// URL to this server at `address`, as a provider writes it, with
+        `params` as its query; as `user` (without a password), if given."""
+        url = self.url.set(drivername="postgresql", host=address or self.url.host)
+        if user is not None:
+            url = URL.create("postgresql", user, None, url.host, url.port, url.database)
+        query = f"?{urlencode(params, quote_via=quote)}" if params else ""
+        return url.render_as_string(hide_password=False) + query
+
+
+def write_pems(directory: Path) -> dict[str, Path]:
+    """A CA, a server certificate for `localhost` only, a client certificate; another CA."""
+    ca, other_ca = trustme.CA(), trustme.CA()
+    server, client = ca.issue_cert("localhost"), ca.issue_cert(common_name=CERT_USER)
+    key = serialization.load_pem_private_key(client.private_key_pem.bytes(), password=None)
+    files = {
+        name: directory / f"{name}.pem"
+        for name in ("ca", "other_ca", "server", "server_key", "client", "client_key")
+    }
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    other_ca.cert_pem.write_to_path(str(files["other_ca"]))
+    server.cert_chain_pems[0].write_to_path(str(files["server"]))
+    server.private_key_pem.write_to_path(str(files["server_key"]))
+    client.cert_chain_pems[0].write_to_path(str(files["client"]))
+    files["client_key"].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(KEY_PASSWORD.encode()),
+        )
+    )
+    return files
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    """One server for the module: ssl=on with our CA's certificate, a socket directory, and
+    `cert` authentication for CERT_USER."""
+    scratch = scratch_directory()
+    files = write_pems(scratch)
+    (scratch / "pg_hba.conf").write_text(HBA)
+    sockets = scratch / "sockets"
+    sockets.mkdir()
+    for path in (files["server_key"], scratch / "pg_hba.conf", sockets):
+        hand_to_server(path)
+    files["server_key"].chmod(0o600)  # the server refuses a key others can read
+    settings = {
+        "ssl": "on",
+        "ssl_cert_file": str(files["server"]),
+        "ssl_key_file": str(files["server_key"]),
+        "ssl_ca_file": str(files["ca"]),
+        "hba_file": str(scratch / "pg_hba.conf"),
+        "unix_socket_directories": str(sockets),
+    }
+    with running_server("url_tester", "urls", settings, scratch) as (_, url):
+        yield Server(
+            url, sockets, files["ca"], files["other_ca"], files["client"], files["client_key"]
+        )
+
+
+@pytest.fixture(autouse=True)
+def home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An empty home directory: certificates in the developer's ~/.postgresql stay out."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return tmp_path
+
+
+async def ask(raw: str, query: str) -> Any:
+    """Connect through the app's own `create_engine` with DATABASE_URL=`raw`; run `query`."""
+    engine = create_engine(Settings(database_url=SecretStr(raw)), poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            return await connection.scalar(text(query))
+    finally:
+        await engine.dispose()
+
+
+ENCRYPTED = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+
+
+async def test_verify_full_connects_with_the_right_ca_and_host_name(server: Server) -> None:
+    """sslmode=verify-full with the server's CA and a host name in its certificate connects,
+    encrypted."""
+    raw = server.raw("localhost", sslmode="verify-full", sslrootcert=str(server.ca))
+    assert await ask(raw, ENCRYPTED) is True
+
+
+async def test_verify_full_refuses_a_host_name_the_certificate_does_not_name(
+    server: Server,
+) -> None:
+    """verify-full to 127.0.0.1, a name the certificate (for localhost) lacks, is refused."""
+    raw = server.raw("127.0.0.1", sslmode="verify-full", sslrootcert=str(server.ca))
+    with pytest.raises(ssl.SSLCertVerificationError, match="mismatch"):
+        await ask(raw, "SELECT 1")
+
+
+@pytest.mark.parametrize("sslmode", ["verify-full", "verify-ca", "require"])
+async def test_a_certificate_from_another_ca_is_refused(server: Server, sslmode: str) -> None:
+    """With another CA as sslrootcert, verify-full, verify-ca and require (libpq: a root
+    certificate makes require verify the chain) all refuse the server."""
+    raw = server.raw("localhost", sslmode=sslmode, sslrootcert=str(server.other_ca))
+    with pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"):
+        await ask(raw, "SELECT 1")
+
+
+async def test_the_root_certificate_defaults_to_the_one_in_home(server: Server, home: Path) -> None:
+    """Without sslrootcert, verify-full uses ~/.postgresql/root.crt, as libpq does."""
+    (home / ".postgresql").mkdir()
+    (home / ".postgresql" / "root.crt").write_bytes(server.ca.read_bytes())
+    assert await ask(server.raw("localhost", sslmode="verify-full"), ENCRYPTED) is True
+
+
+async def test_sslrootcert_system_trusts_the_systems_cas(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sslrootcert=system verifies against the system's trusted CAs (here our CA, through
+    OpenSSL's SSL_CERT_FILE) and the host name, as libpq's verify-full."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(server.ca))
+    assert await ask(server.raw("localhost", sslrootcert="system"), ENCRYPTED) is True
+    with pytest.raises(ssl.SSLCertVerificationError, match="mismatch"):
+        await ask(server.raw("127.0.0.1", sslrootcert="system"), "SELECT 1")
+
+
+async def test_verify_ca_accepts_a_host_name_mismatch(server: Server) -> None:
+    """verify-ca checks the chain, not the name: 127.0.0.1 connects, encrypted."""
+    raw = server.raw("127.0.0.1", sslmode="verify-ca", sslrootcert=str(server.ca))
+    assert await ask(raw, ENCRYPTED) is True
+
+
+@pytest.mark.parametrize(
+    ("query", "encrypted"),
+    [
+        ("sslmode=require", True),
+        ("sslmode=prefer", True),
+        ("sslmode=allow", False),  # libpq and asyncpg try plain text first
+        ("sslmode=disable", False),
+        ("ssl=require", True),  # asyncpg's spelling, as SQLAlchemy's users write it
+    ],
+)
+async def test_sslmodes_without_certificates(server: Server, query: str, encrypted: bool) -> None:
+    """require encrypts without a CA to verify; prefer, allow and disable do what libpq does."""
+    assert await ask(f"{server.raw('127.0.0.1')}?{query}", ENCRYPTED) is encrypted
+
+
+async def test_a_client_certificate_logs_in_without_a_password(server: Server) -> None:
+    """sslcert + sslkey (encrypted, sslpassword) log in CERT_USER under `cert` authentication."""
+    superuser = create_engine(Settings(database_url=SecretStr(server.raw())), poolclass=NullPool)
+    try:
+        async with superuser.begin() as connection:
+            await connection.execute(text(f"CREATE ROLE {CERT_USER} LOGIN"))
+    finally:
+        await superuser.dispose()
+    raw = server.raw(
+        "localhost",
+        user=CERT_USER,
+        sslmode="verify-full",
+        sslrootcert=str(server.ca),
+        sslcert=str(server.client_cert),
+        sslkey=str(server.client_key),
+        sslpassword=KEY_PASSWORD,
+    )
+    assert await ask(raw, "SELECT current_user") == CERT_USER
+
+
+def test_a_wrong_sslpassword_is_one_line_at_settings_load(server: Server) -> None:
+    """A key that the sslpassword cannot open is refused when the settings load, in one line
+    that names the key and never shows the password."""
+    raw = server.raw(
+        sslmode="require",
+        sslcert=str(server.client_cert),
+        sslkey=str(server.client_key),
+        sslpassword="not the password",
+    )
+    with pytest.raises(ValidationError, match="sslcert/sslkey") as error:
+        Settings(database_url=SecretStr(raw))
+    assert "not the password" not in str(error.value)
+    assert str(server.url.password) not in str(error.value)
+
+
+async def test_a_unix_socket_directory_as_host(server: Server) -> None:
+    """?host=/socket/dir connects over the unix socket, with or without a host in the URL."""
+    url = server.url
+    for raw in (
+        f"postgresql://{url.username}:{url.password}@/{url.database}?host={server.sockets}"
+        f"&port={url.port}",
+        server.raw("localhost", host=str(server.sockets)),
+    ):
+        # No server address: the connection came through the socket.
+        assert await ask(raw, "SELECT inet_server_addr() IS NULL") is True
+
+
+@pytest.mark.parametrize("form", ["libpq", "libpq query", "sqlalchemy query"])
+async def test_the_first_host_down_the_second_answers(server: Server, form: str) -> None:
+    """In a host list, an unreachable first host is skipped and the second one serves."""
+    url, down = server.url, free_port()
+    credentials = f"{url.username}:{url.password}"
+    raw = {
+        "libpq": f"postgresql://{credentials}@127.0.0.1:{down},127.0.0.1:{url.port}/{url.database}",
+        "libpq query": server.raw(host="127.0.0.1,127.0.0.1", port=f"{down},{url.port}"),
+        "sqlalchemy query": f"postgresql://{credentials}@/{url.database}"
+        f"?host=127.0.0.1:{down}&host=127.0.0.1:{url.port}",
+    }[form]
+    assert await ask(raw, "SELECT inet_server_port()") == url.port
+
+
+async def test_target_session_attrs_is_honoured(server: Server) -> None:
+    """target_session_attrs=primary connects to a primary; =standby refuses it."""
+    assert await ask(server.raw(target_session_attrs="primary"), "SELECT 1") == 1
+    with pytest.raises(DBAPIError, match="standby"):
+        await ask(server.raw(target_session_attrs="standby"), "SELECT 1")
+
+
+async def test_connect_timeout_gives_up_on_a_server_that_never_answers() -> None:
+    """connect_timeout=1 against a listener that never accepts fails in about a second."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        raw = f"postgresql://u:pw@127.0.0.1:{port}/db?connect_timeout=1&sslmode=disable"
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(ask(raw, "SELECT 1"), timeout=30)
+        assert time.monotonic() - started < 5
+
+
+async def test_application_name_and_options_reach_the_server(server: Server) -> None:
+    """application_name and options (-c and --name=value) become the session's settings."""
+    raw = server.raw(
+        application_name="url tester",
+        options="-c statement_timeout=1234 --search_path=elsewhere,public",
+    )
+    shown = await ask(
+        raw,
+        "SELECT concat_ws(' | ', a.application_name, current_setting('statement_timeout'),"
+        " current_setting('search_path'))"
+        " FROM pg_stat_activity a WHERE a.pid = pg_backend_pid()",
+    )
+    assert shown == "url tester | 1234ms | elsewhere,public"
+
+
+async def test_channel_binding_prefer_connects(server: Server) -> None:
+    """channel_binding=prefer (or disable) connects with SCRAM; asyncpg binds no channel."""
+    assert await ask(server.raw(channel_binding="prefer", sslmode="require"), "SELECT 1") == 1
+
+
+async def test_alembic_and_the_app_take_the_same_arguments(server: Server) -> None:
+    """`alembic upgrade head` with a verify-full, application_name, options URL migrates."""
+    raw = server.raw(
+        "localhost",
+        sslmode="verify-full",
+        sslrootcert=str(server.ca),
+        application_name="alembic via url",
+        options="-c lock_timeout=5000",
+    )
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "alembic", "upgrade", "head"),
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "DATABASE_URL": raw},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    assert process.returncode == 0, output.decode()
+    assert await ask(raw, "SELECT count(*) FROM alembic_version") == 1
