@@ -1,11 +1,21 @@
 """Alembic in a baked project after week one: change a model, detect, autogenerate, migrate."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 from .baking import bake, install, run
 from .postgres import Postgres
+
+
+def add_a_summary_column(project: Path) -> None:
+    """What a user does in week one: a new nullable column on the model."""
+    models = project / "src" / project.name / "models.py"
+    source = models.read_text(encoding="utf-8")
+    column = "    name: Mapped[str] = mapped_column(String(255))\n"
+    models.write_text(source.replace(column, column + "    summary: Mapped[str | None]\n"))
 
 
 def test_autogenerate_cycle(cookies: Any, postgres: Postgres) -> None:
@@ -14,10 +24,7 @@ def test_autogenerate_cycle(cookies: Any, postgres: Postgres) -> None:
     install(project)
     run(project, "alembic", "upgrade", "head")
 
-    models = project / "src" / project.name / "models.py"
-    source = models.read_text(encoding="utf-8")
-    column = "    name: Mapped[str] = mapped_column(String(255))\n"
-    models.write_text(source.replace(column, column + "    summary: Mapped[str | None]\n"))
+    add_a_summary_column(project)
 
     drift = run(project, "alembic", "check", check=False)
     assert drift.returncode != 0
@@ -47,3 +54,24 @@ def test_revision_files_sort_by_date(cookies: Any) -> None:
     versions = Path(cookies.bake().project_path) / "alembic" / "versions"
     [initial] = versions.glob("*.py")
     assert re.fullmatch(r"\d{4}_\d{2}_\d{2}_\d{4}-[0-9a-f]{12}_create_tutorials\.py", initial.name)
+
+
+def test_autogenerate_without_the_dev_group(
+    cookies: Any, postgres: Postgres, tmp_path: Path
+) -> None:
+    """Installed without the dev group (no ruff): the revision is written, the command
+    succeeds, and the hook says the file was not formatted."""
+    project = bake(cookies, postgres, db_user="no_dev_user", db_name="no_dev_db")
+    venv = tmp_path / "venv"
+    uv = str(Path(sys.executable).with_name("uv"))
+    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
+    subprocess.run(
+        [uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"), "-e", str(project)],
+        check=True,
+    )
+    assert not (venv / "bin" / "ruff").exists()
+    run(project, "alembic", "upgrade", "head", venv=venv)
+    add_a_summary_column(project)
+    result = run(project, "alembic", "revision", "--autogenerate", "-m", "add summary", venv=venv)
+    assert "was not formatted: ruff is not installed" in result.stdout + result.stderr
+    assert len(list((project / "alembic" / "versions").glob("*_add_summary.py"))) == 1

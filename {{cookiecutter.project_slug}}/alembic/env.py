@@ -42,13 +42,40 @@ def run_migrations_offline() -> None:
 
 
 def do_run_migrations(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        # `alembic check` and autogenerate also report changed server defaults.
+        compare_server_default=True,
+    )
 
-    with context.begin_transaction():
-        # Concurrent upgrades (app instances starting together) queue here instead of racing
-        # to create the same tables (alembic#633); released when this transaction ends.
-        connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
-        context.run_migrations()
+    # Concurrent upgrades (app instances starting together) queue here instead of racing to
+    # create the same tables (alembic#633). The lock is held by a transaction on a second
+    # connection for the whole run: a revision's autocommit_block() commits the migration's
+    # own transaction, which would release a lock taken in it; and a session-level lock is
+    # unsafe behind PgBouncer's transaction pooling. Released when `lock` closes.
+    with connection.engine.connect() as lock:
+        take_migration_lock(lock)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+def take_migration_lock(lock: Connection) -> None:
+    """Wait for the migration lock and keep it in `lock`'s transaction.
+
+    Tries, rather than blocks in pg_advisory_xact_lock(): a backend blocked there holds a
+    snapshot, and the running migration's CREATE INDEX CONCURRENTLY waits for every older
+    snapshot to go: a deadlock across two connections that PostgreSQL cannot detect.
+    """
+    try_lock = text("SELECT pg_try_advisory_xact_lock(:id)")
+    while not lock.scalar(try_lock, {"id": MIGRATION_LOCK_ID}):
+        lock.rollback()
+        lock.execute(text("SELECT pg_sleep(0.2)"))  # waits on the server: no loop blocked
+        lock.rollback()
+    # A statement that needs no snapshot, so the finished SELECT's portal (and the snapshot it
+    # keeps) goes, or our own CREATE INDEX CONCURRENTLY would wait for this transaction; and
+    # a server's idle-in-transaction timeout must not end it while the migration runs.
+    lock.execute(text("SET LOCAL idle_in_transaction_session_timeout = 0"))
 
 
 async def run_async_migrations(connectable: AsyncEngine | AsyncConnection | None) -> None:
@@ -71,8 +98,9 @@ async def run_async_migrations(connectable: AsyncEngine | AsyncConnection | None
     async with engine.connect() as connection:
         await connection.run_sync(do_run_migrations)
 
-    if connectable is None:
-        await engine.dispose()
+    # Also a caller's engine: its pooled connections belong to this event loop, which ends
+    # here; the next command (a new asyncio.run) would find them attached to a closed loop.
+    await engine.dispose()
 
 
 def run_migrations_online() -> None:

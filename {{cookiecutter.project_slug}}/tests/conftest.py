@@ -24,7 +24,14 @@ from {{ cookiecutter.project_slug }}.settings import Settings, get_settings
 # database, for this process and every process a test starts: no test can reach .env's.
 DEVELOPMENT = get_settings()
 DEVELOPMENT_URL = make_url(DEVELOPMENT.database_url.get_secret_value())
-TEST_DATABASE = f"{DEVELOPMENT_URL.database}_test"
+
+
+def with_suffix(name: str, suffix: str) -> str:
+    """`name_suffix`, the name shortened so the whole fits PostgreSQL's 63 bytes."""
+    return f"{name.encode()[: 62 - len(suffix.encode())].decode(errors='ignore')}_{suffix}"
+
+
+TEST_DATABASE = with_suffix(DEVELOPMENT_URL.database or "", "test")
 os.environ["DATABASE_URL"] = DEVELOPMENT_URL.set(database=TEST_DATABASE).render_as_string(
     hide_password=False
 )
@@ -59,8 +66,8 @@ async def temporary_database(name: str) -> AsyncIterator[URL]:
 
 
 def scratch_name(suffix: str) -> str:
-    """A database name of the tests' own: the test database's, with a suffix (63 bytes max)."""
-    return f"{TEST_DATABASE.encode()[: 62 - len(suffix)].decode(errors='ignore')}_{suffix}"
+    """A database name of the tests' own: the test database's, with a suffix."""
+    return with_suffix(TEST_DATABASE, suffix)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,13 @@ from {{ cookiecutter.project_slug }}.models import Tutorial
 from {{ cookiecutter.project_slug }}.repository import save_tutorial
 from {{ cookiecutter.project_slug }}.settings import get_settings
 
-from .conftest import DEVELOPMENT_URL, TEST_DATABASE, scratch_name, temporary_database
+from .conftest import (
+    DEVELOPMENT_URL,
+    TEST_DATABASE,
+    scratch_name,
+    temporary_database,
+    with_suffix,
+)
 from .server_state import count_tutorials
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +106,7 @@ async def test_a_first_test_run_alone_never_writes_to_the_development_database(
             async with stand_in.connect() as connection:
                 leftover = await connection.scalar(
                     text("SELECT count(*) FROM pg_database WHERE datname = :name"),
-                    {"name": f"{development.database}_test"},
+                    {"name": with_suffix(development.database or "", "test")},
                 )
             assert leftover == 0
         finally:

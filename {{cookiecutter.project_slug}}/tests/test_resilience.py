@@ -137,7 +137,7 @@ async def test_a_restarted_server_costs_no_failed_request(
     try:
         await upgrade(engine)
         await save_in_own_session("before the restart")
-        assert engine.pool.checkedin() == 1  # type: ignore[attr-defined]
+        assert engine.pool.checkedin() >= 1  # type: ignore[attr-defined]  # a warm pool
         await asyncio.to_thread(server.stop)
         await asyncio.to_thread(server.start)
         await save_in_own_session("after the restart")

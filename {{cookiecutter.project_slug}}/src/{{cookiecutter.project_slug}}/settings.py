@@ -11,6 +11,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+# The project root in a source checkout (src/<package>/settings.py is two levels below it):
+# `.env` is found there from any working directory (alembic -c, python -m from src/, an IDE).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
 DRIVER = "postgresql+asyncpg"
 # Spellings hosting providers hand out; all mean PostgreSQL and get the asyncpg driver.
 ACCEPTED_SCHEMES = frozenset({"postgres", "postgresql", "postgresql+asyncpg"})
@@ -270,7 +274,8 @@ class Settings(BaseSettings):
     """Every knob of the data layer; override any of them with an environment variable."""
 
     model_config = SettingsConfigDict(
-        env_file=".env",
+        # The working directory's .env, then the project's (which wins where both exist).
+        env_file=(".env", PROJECT_ROOT / ".env"),
         env_file_encoding="utf-8",
         extra="ignore",
         # A rejected DATABASE_URL would otherwise be echoed, password and all, in the error.
