@@ -250,6 +250,20 @@ def test_the_templates_own_ci_runs_make_test_on_a_postgres_service() -> None:
     assert (TEMPLATE / ".ci" / "run").read_text().rstrip().endswith("\nmake test")
 
 
+def test_the_templates_own_ci_bakes_on_macos_and_windows() -> None:
+    """The template's workflow also bakes with the defaults and runs the hooks' unit tests on
+    macOS and Windows, from the oldest supported Python."""
+    workflow = load_yaml(TEMPLATE / ".github" / "workflows" / "ci.yml")
+    job = workflow["jobs"]["hooks"]  # check_schema ran on the same file above
+    systems = job["strategy"]["matrix"]["os"]
+    assert {system.split("-")[0] for system in systems} == {"macos", "windows"}
+    assert job["runs-on"] == "${{ matrix.os }}"
+    assert "3.11" in job["strategy"]["matrix"]["python-version"]
+    runs = [step["run"] for step in job["steps"] if "run" in step]
+    assert any(run.startswith("uv run cookiecutter --no-input . ") for run in runs)
+    assert runs[-1].startswith("uv run pytest tests/test_hooks.py")
+
+
 def test_pre_commit_runs_the_projects_own_ruff(baked: Path) -> None:
     """Every hook repository is pinned; the ruff hook is the ruff of the dev group."""
     repos = {repo["repo"]: repo for repo in load_yaml(baked / ".pre-commit-config.yaml")["repos"]}

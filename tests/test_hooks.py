@@ -4,6 +4,7 @@ import ast
 import keyword
 import os
 import stat
+import sys
 import tomllib
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -30,6 +31,11 @@ from hooks.pre_gen_project import (
 )
 from local_extensions import identifier, literal
 
+from .baking import TEMPLATE
+
+# Standard-library modules that exist on Linux and macOS but not on Windows.
+POSIX_ONLY = frozenset({"crypt", "fcntl", "grp", "pty", "pwd", "resource", "termios", "tty"})
+
 VALID = {
     "name": "App",
     "slug": "app",
@@ -38,6 +44,18 @@ VALID = {
     "user": "app",
     "database": "app",
 }
+
+
+@pytest.mark.parametrize("hook", sorted((TEMPLATE / "hooks").glob("*_project.py")), ids=str)
+def test_hooks_import_only_what_every_system_has(hook: Path) -> None:
+    """Hooks use the standard library only, and none of its POSIX-only modules."""
+    imported = set()
+    for node in ast.walk(ast.parse(hook.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert imported <= set(sys.stdlib_module_names) - POSIX_ONLY
 
 
 @pytest.mark.parametrize(
