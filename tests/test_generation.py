@@ -23,6 +23,8 @@ SUPPORTED: list[dict[str, str]] = [
     {"project_name": "class"},
     {"project_name": "asyncio"},
     {"project_name": "!!!"},
+    {"project_name": "PG Admin"},  # slug pg_admin; user and database default to admin
+    {"project_name": "A Very Long Project Name " * 4},  # slug over 63 characters
     {"project_slug": "my_service"},
     {"db_user": "app-user with space", "db_name": "db-ünï code"},
     {"db_user": "u" * 63, "db_name": "é" * 31 + "x"},  # 63 bytes: PostgreSQL's limit

@@ -29,7 +29,7 @@ from hooks.pre_gen_project import (
     role_problems,
     slug_problems,
 )
-from local_extensions import identifier, literal
+from local_extensions import identifier, literal, postgres_name
 
 from .baking import TEMPLATE
 
@@ -200,6 +200,26 @@ def test_any_project_name_gives_an_accepted_slug(name: str) -> None:
     assert slug.isascii()
     assert not keyword.iskeyword(slug)
     assert slug not in RESERVED_SLUGS
+
+
+@given(st.text(max_size=100))
+def test_any_project_name_gives_accepted_default_names(name: str) -> None:
+    """The default db_user and db_name, derived from the slug, pass the pre-gen check."""
+    assert role_problems("db_user", postgres_name(identifier(name))) == []
+
+
+@pytest.mark.parametrize(
+    ("slug", "name"),
+    [
+        ("tutorial_service", "tutorial_service"),
+        ("pg_admin", "admin"),
+        ("pg_pg_admin", "admin"),
+        ("pg_", "pg"),
+        ("x" * 80, "x" * 63),
+    ],
+)
+def test_default_names_examples(slug: str, name: str) -> None:
+    assert postgres_name(slug) == name
 
 
 @pytest.mark.parametrize(
