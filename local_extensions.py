@@ -7,7 +7,7 @@ import unicodedata
 
 from cookiecutter.utils import simple_filter
 
-from hooks.pre_gen_project import RESERVED_SLUGS
+from hooks.pre_gen_project import NAME_BYTES, RESERVED_SLUGS
 
 
 def identifier(name: str) -> str:
@@ -19,6 +19,16 @@ def identifier(name: str) -> str:
     if keyword.iskeyword(slug) or slug in RESERVED_SLUGS:
         slug = f"{slug}_project"
     return slug
+
+
+def postgres_name(slug: str) -> str:
+    """The default role and database name for a slug: one PostgreSQL keeps as it is.
+
+    A leading `pg_` is PostgreSQL's (`pg_admin` becomes `admin`); a slug is ASCII, so 63
+    characters are 63 bytes, the longest name PostgreSQL does not cut short.
+    """
+    name = re.sub(r"^(pg_)+", "", slug) or slug.replace("_", "")  # `pg_` alone: `pg`
+    return name[:NAME_BYTES]
 
 
 def literal(value: object) -> str:
@@ -33,3 +43,4 @@ def literal(value: object) -> str:
 
 IdentifierExtension = simple_filter(identifier)
 LiteralExtension = simple_filter(literal)
+PostgresNameExtension = simple_filter(postgres_name)

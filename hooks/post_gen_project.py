@@ -1,15 +1,20 @@
 """Write the baked project's private `.env` and say what to do next (standard library only)."""
 
-import json
 import os
 import secrets
 import shutil
+import sys
+import textwrap
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
 
+PASSWORD_VARIABLE = "DATABASE_PASSWORD"
 PASSWORD_BYTES = 24  # token_urlsafe(24) gives 32 characters, about 192 bits
 # Hosts `make db` can serve: scripts/local_postgres.py starts a server on this machine only.
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+# What "private" can mean: Windows has no modes; there .env inherits its folder's ACLs.
+ENV_PRIVACY = "as private as its folder" if os.name == "nt" else "mode 0600"
 
 
 def make_password() -> str:
@@ -35,47 +40,39 @@ def compose_quote(value: str) -> str:
     return f'"{escaped}"'
 
 
+def given_password(environ: Mapping[str, str]) -> str | None:
+    """DATABASE_PASSWORD, verbatim, when set and not empty.
+
+    Read here, never a cookiecutter variable: cookiecutter writes its context to the replay
+    file before any hook runs, renders command-line answers as Jinja, and update tools record
+    it in committed files. The environment reaches this hook and nothing else.
+    """
+    return environ.get(PASSWORD_VARIABLE) or None
+
+
 def write_env(path: Path, url: str, compose: dict[str, str]) -> None:
     """Create `.env` readable by its owner only; single quotes keep dotenv from expanding the URL.
 
     `compose` holds the same server's parts for compose.yaml, which cannot take a URL apart.
     """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    # Private before the secret goes in: an existing file keeps its mode through O_CREAT.
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as env:
+    # O_BINARY (Windows only): no second newline translation below Python's own.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+    with os.fdopen(os.open(path, flags, 0o600), "w", encoding="utf-8", newline="\n") as env:
+        # Private before the secret goes in: an existing file keeps its mode through O_CREAT.
+        # os.chmod, not os.fchmod, which Windows has only from Python 3.13. On Windows a mode
+        # only sets or clears the read-only flag: the file is as private as its folder's ACLs.
+        os.chmod(path, 0o600)
         env.write("# Private: holds the database password. Never commit this file.\n")
         env.write(f"DATABASE_URL='{url}'\n")
         env.write("# For compose.yaml (Docker): the same server. Keep in step with DATABASE_URL.\n")
         env.writelines(f"{name}={compose_quote(value)}\n" for name, value in compose.items())
 
 
-def replay_file(repo_dir: str) -> Path | None:
-    """Where cookiecutter saved this run's answers (for --replay), if we can tell."""
-    try:  # cookiecutter runs this hook with its own interpreter, so it is importable here
-        from cookiecutter.config import get_user_config
-    except ImportError:
-        return None
-    # The default config, or COOKIECUTTER_CONFIG's; a --config-file elsewhere is not visible.
-    replay_dir = Path(get_user_config()["replay_dir"])
-    return replay_dir / f"{Path(repo_dir).name}.json"
-
-
-def forget_password(replay: Path | None) -> None:
-    """Blank the password in cookiecutter's replay file: .env must be its only copy."""
-    if replay is None or not replay.is_file():
-        return
-    replayed = json.loads(replay.read_text(encoding="utf-8"))
-    # Both the answers ("cookiecutter") and the defaults with overrides ("_cookiecutter").
-    sections = [section for section in replayed.values() if isinstance(section, dict)]
-    if any(section.get("db_password") for section in sections):
-        for section in sections:
-            section["db_password"] = ""  # a replay then generates a new password
-        replay.write_text(json.dumps(replayed, indent=2), encoding="utf-8")
-
-
-def next_steps(slug: str, *, local_database: bool, has_make: bool, has_uv: bool) -> str:
-    """The exact commands from here to passing tests, for the tools this machine has."""
+def next_steps(
+    slug: str, *, local_database: bool, password_given: bool, has_make: bool, has_uv: bool
+) -> str:
+    """The exact commands from here to passing tests, for the tools this machine has, and how
+    to point the project at a database that already exists."""
     if has_make:
         steps = [
             ("make install", "uv sync" if has_uv else "no uv found: python3 -m venv, then pip"),
@@ -97,45 +94,60 @@ def next_steps(slug: str, *, local_database: bool, has_make: bool, has_uv: bool)
     if not local_database:
         steps[1] = ("", "migrate and test use the PostgreSQL server named in .env")
     width = max(len(command) for command, comment in steps if comment)
+    existing = (
+        f"For a database that exists already, replace DATABASE_URL in {slug}/.env with the URL "
+        "your provider gives (any postgresql:// form), or bake again with "
+        f"{PASSWORD_VARIABLE}=<its password> set in the environment."
+    )
+    if not (local_database or password_given):  # a remote server cannot know it yet
+        existing = f"The password in .env is a new random one. {existing}"
     return "\n".join(
         [
             "",
-            f"Created {slug}/ with its connection string in {slug}/.env (mode 0600, git-ignored).",
+            f"Created {slug}/. Its connection string is in {slug}/.env "
+            f"({ENV_PRIVACY}, git-ignored).",
             "Next steps:",
             f"  cd {slug}",
             *(
                 f"  {command:<{width}}  # {comment}" if comment else f"  {command}"
                 for command, comment in steps
             ),
+            textwrap.fill(existing, width=88, break_on_hyphens=False),
             "",
         ]
     )
 
 
-def main() -> None:
+def main() -> int:
     slug = {{cookiecutter.project_slug | literal}}
     user = {{cookiecutter.db_user | literal}}
-    password = {{cookiecutter.db_password | literal}} or make_password()
     host = {{cookiecutter.db_host | literal}}
     port = {{cookiecutter.db_port | literal}}
     database = {{cookiecutter.db_name | literal}}
+    given = given_password(os.environ)
+    password = given or make_password()
     compose = {
         "POSTGRES_USER": user,
         "POSTGRES_PASSWORD": password,
         "POSTGRES_DB": database,
         "POSTGRES_PORT": str(int(port)),
     }
-    write_env(Path(".env"), database_url(user, password, host, port, database), compose)
-    forget_password(replay_file({{cookiecutter._repo_dir | literal}}))
+    try:
+        write_env(Path(".env"), database_url(user, password, host, port, database), compose)
+    except OSError as error:  # names the file and the reason, never the password
+        print(f"ERROR: cannot write .env: {error.strerror}", file=sys.stderr)
+        return 1
     print(
         next_steps(
             slug,
             local_database=host in LOCAL_HOSTS,
+            password_given=given is not None,
             has_make=shutil.which("make") is not None,
             has_uv=shutil.which("uv") is not None,
         )
     )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

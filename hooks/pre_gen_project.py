@@ -1,8 +1,11 @@
 """Refuse bad answers before cookiecutter writes anything: one line per problem, exit 1."""
 
+import ipaddress
 import keyword
+import os
 import re
 import sys
+from collections.abc import Mapping
 
 # Package names that would shadow the standard library or a dependency when imported.
 RESERVED_SLUGS = frozenset(sys.stdlib_module_names) | {
@@ -14,7 +17,11 @@ RESERVED_SLUGS = frozenset(sys.stdlib_module_names) | {
     "sqlalchemy",
     "tests",
 }
-HOST_PATTERN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*|[A-Za-z0-9._-]+)$")
+# One label of a host name (RFC 1123), plus `_`: Docker Compose service and container names,
+# which Docker's DNS resolves and users put in db_host, often have one (`postgres_db`).
+HOST_LABEL = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
+# PostgreSQL keeps names to 63 bytes (NAMEDATALEN - 1) and truncates longer ones silently.
+NAME_BYTES = 63
 
 
 def name_problems(name: str) -> list[str]:
@@ -47,17 +54,62 @@ def port_problems(port: str) -> list[str]:
     return [f"db_port: {port!r} is not a port number from 1 to 65535"]
 
 
+def is_ip_literal(host: str) -> bool:
+    """IPv4 (`127.0.0.1`), or IPv6 bare (`::1`) or bracketed (`[::1]`), without a zone id."""
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        address = ipaddress.ip_address(host[1:-1] if bracketed else host)
+    except ValueError:
+        return False
+    if bracketed and address.version != 6:
+        return False  # brackets are for IPv6 only
+    return "%" not in host  # a zone id (`fe80::1%eth0`) would need escaping in the URL
+
+
+def is_host_name(host: str) -> bool:
+    """Dot-separated labels of 1-63 letters, digits, `-` and `_`, no `-` at either end."""
+    labels = host.split(".")
+    return (
+        len(host) <= 253
+        and all(HOST_LABEL.match(label) for label in labels)
+        # All digits at the end reads as an IPv4 address (`999.1.1.1`, `12345`), not a name.
+        and not labels[-1].isdigit()
+    )
+
+
 def host_problems(host: str) -> list[str]:
-    if HOST_PATTERN.match(host):
+    if is_ip_literal(host) or is_host_name(host):
         return []
     return [
-        f"db_host: {host!r} is not a host name or IP address "
-        "(letters, digits, '.', '-', '_'; IPv6 as [::1]; no spaces or slashes)"
+        f"db_host: {host!r} is not a host name or IP address (a name is dot-separated labels "
+        "of 1-63 letters, digits, '-' and '_'; IPv6 as ::1 or [::1])"
     ]
 
 
-def required_problems(field: str, value: str) -> list[str]:
-    return [] if value.strip() else [f"{field}: must not be empty"]
+def role_problems(field: str, name: str) -> list[str]:
+    """What PostgreSQL would refuse or change in a role or database name."""
+    if not name.strip():
+        return [f"{field}: must not be empty"]
+    if name.startswith("pg_"):
+        return [
+            f"{field}: {name!r} starts with 'pg_', the prefix PostgreSQL reserves for its own "
+            "roles and objects"
+        ]
+    if len(name.encode()) > NAME_BYTES:
+        return [
+            f"{field}: {len(name.encode())} bytes is too long; PostgreSQL keeps names to "
+            f"{NAME_BYTES} bytes (UTF-8) and would cut it short"
+        ]
+    return []
+
+
+def password_problems(environ: Mapping[str, str]) -> list[str]:
+    """DATABASE_PASSWORD (read by the post-gen hook) must be text that .env can hold."""
+    try:
+        environ.get("DATABASE_PASSWORD", "").encode()
+    except UnicodeEncodeError:  # bytes that are not UTF-8, kept by Python as surrogates
+        return ["DATABASE_PASSWORD: is not valid UTF-8 text"]
+    return []
 
 
 def problems(name: str, slug: str, host: str, port: str, user: str, database: str) -> list[str]:
@@ -66,8 +118,8 @@ def problems(name: str, slug: str, host: str, port: str, user: str, database: st
         *slug_problems(slug),
         *host_problems(host),
         *port_problems(port),
-        *required_problems("db_user", user),
-        *required_problems("db_name", database),
+        *role_problems("db_user", user),
+        *role_problems("db_name", database),
     ]
 
 
@@ -79,7 +131,7 @@ def main() -> int:
         port={{cookiecutter.db_port | literal}},
         user={{cookiecutter.db_user | literal}},
         database={{cookiecutter.db_name | literal}},
-    )
+    ) + password_problems(os.environ)
     for problem in found:
         print(f"ERROR: {problem}", file=sys.stderr)
     return 1 if found else 0

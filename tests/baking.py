@@ -4,11 +4,15 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
+
+from hooks.post_gen_project import PASSWORD_VARIABLE
 
 if TYPE_CHECKING:
     from .postgres import Postgres
@@ -47,10 +51,30 @@ def install(project: Path) -> None:
     subprocess.run([uv, "sync", "--quiet"], cwd=project, env=env, check=True)
 
 
-def bake(cookies: Any, postgres: "Postgres", **context: str) -> Path:
-    """Bake against `postgres`, give the baked user its role and database, return the path."""
+@contextmanager
+def password_in_environment(password: str | None) -> Iterator[None]:
+    """DATABASE_PASSWORD set to `password` (unset for None) for the hooks of bakes inside.
+
+    pytest-cookies bakes in this process, and cookiecutter's hooks inherit its environment.
+    (Not monkeypatch: hypothesis tests cannot take function-scoped fixtures.)
+    """
+    saved = os.environ.pop(PASSWORD_VARIABLE, None)
+    if password is not None:
+        os.environ[PASSWORD_VARIABLE] = password
+    try:
+        yield
+    finally:
+        os.environ.pop(PASSWORD_VARIABLE, None)
+        if saved is not None:
+            os.environ[PASSWORD_VARIABLE] = saved
+
+
+def bake(cookies: Any, postgres: "Postgres", password: str | None = None, **context: str) -> Path:
+    """Bake against `postgres` (with `password`, else a generated one), give the baked user its
+    role and database, return the path."""
     context = {"db_host": postgres.host, "db_port": str(postgres.port), **context}
-    result = cookies.bake(extra_context=context)
+    with password_in_environment(password):
+        result = cookies.bake(extra_context=context)
     assert result.exception is None, result.exception
     project = Path(result.project_path)
     url = urlsplit(read_env(project)["DATABASE_URL"])

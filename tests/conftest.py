@@ -11,8 +11,15 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from .baking import bake, install
+from .baking import bake, install, password_in_environment
 from .postgres import Postgres, free_port, load_local_postgres
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_password_from_the_shell() -> Iterator[None]:
+    """Bakes generate their password unless a test sets DATABASE_PASSWORD itself."""
+    with password_in_environment(None):
+        yield
 
 
 @pytest.fixture(scope="session")

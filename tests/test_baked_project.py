@@ -55,11 +55,7 @@ def test_a_wrong_password_fails_cleanly_without_showing_it(project: Path) -> Non
 def test_an_adversarial_password_works_end_to_end(cookies: Any, postgres: Postgres) -> None:
     """A password full of URL metacharacters migrates, runs and passes the baked tests."""
     project = bake(
-        cookies,
-        postgres,
-        db_user="app user-ü",
-        db_name="app db-é",
-        db_password=ADVERSARIAL_PASSWORD,
+        cookies, postgres, ADVERSARIAL_PASSWORD, db_user="app user-ü", db_name="app db-é"
     )
     install(project)
     run(project, "alembic", "upgrade", "head")

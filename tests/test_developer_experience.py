@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import yaml
 
-from .baking import TEMPLATE, UV_ENV, read_env, run
+from .baking import TEMPLATE, UV_ENV, password_in_environment, read_env, run
 from .postgres import free_port, load_local_postgres
 
 CHECK_JSONSCHEMA = str(Path(sys.executable).with_name("check-jsonschema"))
@@ -250,6 +250,20 @@ def test_the_templates_own_ci_runs_make_test_on_a_postgres_service() -> None:
     assert (TEMPLATE / ".ci" / "run").read_text().rstrip().endswith("\nmake test")
 
 
+def test_the_templates_own_ci_bakes_on_macos_and_windows() -> None:
+    """The template's workflow also bakes with the defaults and runs the hooks' unit tests on
+    macOS and Windows, from the oldest supported Python."""
+    workflow = load_yaml(TEMPLATE / ".github" / "workflows" / "ci.yml")
+    job = workflow["jobs"]["hooks"]  # check_schema ran on the same file above
+    systems = job["strategy"]["matrix"]["os"]
+    assert {system.split("-")[0] for system in systems} == {"macos", "windows"}
+    assert job["runs-on"] == "${{ matrix.os }}"
+    assert "3.11" in job["strategy"]["matrix"]["python-version"]
+    runs = [step["run"] for step in job["steps"] if "run" in step]
+    assert any(run.startswith("uv run cookiecutter --no-input . ") for run in runs)
+    assert runs[-1].startswith("uv run pytest tests/test_hooks.py")
+
+
 def test_pre_commit_runs_the_projects_own_ruff(baked: Path) -> None:
     """Every hook repository is pinned; the ruff hook is the ruff of the dev group."""
     repos = {repo["repo"]: repo for repo in load_yaml(baked / ".pre-commit-config.yaml")["repos"]}
@@ -268,19 +282,16 @@ def test_pre_commit_runs_the_projects_own_ruff(baked: Path) -> None:
 
 
 def test_answers_are_recorded_without_the_password(cookies: Any, tmp_path: Path) -> None:
-    """.cookiecutter.json holds every answer but the password, and replays to the same bake."""
-    context = {"project_name": "Replay Me", "db_port": "6543", "db_password": "not-recorded-pw"}
-    project = Path(cookies.bake(extra_context=context).project_path)
+    """.cookiecutter.json holds every answer (no password is one), and replays to the same bake."""
+    context = {"project_name": "Replay Me", "db_port": "6543"}
+    with password_in_environment("not-recorded-pw"):
+        project = Path(cookies.bake(extra_context=context).project_path)
     text = (project / ".cookiecutter.json").read_text(encoding="utf-8")
     assert "not-recorded-pw" not in text
     answers = json.loads(text)["cookiecutter"]
     questions = json.loads((TEMPLATE / "cookiecutter.json").read_text(encoding="utf-8"))
-    assert set(answers) == {"_template"} | {key for key in questions if not key.startswith("_")}
-    assert (answers["project_slug"], answers["db_port"], answers["db_password"]) == (
-        "replay_me",
-        "6543",
-        "",
-    )
+    assert set(answers) == {key for key in questions if not key.startswith("_")}
+    assert (answers["project_slug"], answers["db_port"]) == ("replay_me", "6543")
 
     config = tmp_path / "cookiecutter.yaml"  # keep cookiecutter's replays in tmp
     config.write_text(f"replay_dir: {tmp_path / 'replay'}\n")
@@ -301,10 +312,12 @@ def test_answers_are_recorded_without_the_password(cookies: Any, tmp_path: Path)
 
 
 def test_the_hook_ends_with_next_steps_and_no_password(
-    cookies: Any, capfd: pytest.CaptureFixture[str]
+    cookies: Any, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """After baking: cd, make install, make db, make migrate, make test; never the password."""
-    cookies.bake(extra_context={"db_password": "never-printed-pw"})
+    """After baking: cd, make install, make db, make migrate, make test, how to use an existing
+    database; never the password."""
+    monkeypatch.setenv("DATABASE_PASSWORD", "never-printed-pw")
+    cookies.bake()
     output = capfd.readouterr().out
     steps = output[output.index("Next steps:") :].splitlines()[1:6]
     assert [step.split("#")[0].strip() for step in steps] == [
@@ -314,4 +327,5 @@ def test_the_hook_ends_with_next_steps_and_no_password(
         "make migrate",
         "make test",
     ]
+    assert "replace DATABASE_URL in tutorial_service/.env" in " ".join(output.split())
     assert "never-printed-pw" not in output

@@ -11,6 +11,8 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from cookiecutter.exceptions import FailedHookException
 
+from hooks.post_gen_project import compose_quote
+
 from .baking import TEMPLATE, read_env
 
 SUPPORTED: list[dict[str, str]] = [
@@ -21,10 +23,15 @@ SUPPORTED: list[dict[str, str]] = [
     {"project_name": "class"},
     {"project_name": "asyncio"},
     {"project_name": "!!!"},
+    {"project_name": "PG Admin"},  # slug pg_admin; user and database default to admin
+    {"project_name": "A Very Long Project Name " * 4},  # slug over 63 characters
     {"project_slug": "my_service"},
-    {"db_password": "p@ss:w/rd%41#?&=é 'q\"x"},
     {"db_user": "app-user with space", "db_name": "db-ünï code"},
+    {"db_user": "u" * 63, "db_name": "é" * 31 + "x"},  # 63 bytes: PostgreSQL's limit
+    {"db_user": "PG_app", "db_name": "app_pg_"},  # only a leading, lowercase pg_ is reserved
     {"db_host": "db.internal.example.com", "db_port": "6543"},
+    {"db_host": "postgres_db"},  # a Docker Compose service name
+    {"db_host": "127.0.0.1"},
     {"db_host": "::1"},
     {"db_host": "[2001:db8::1]"},
 ]
@@ -41,8 +48,29 @@ UNSUPPORTED: list[dict[str, str]] = [
     {"db_host": "db host"},
     {"db_host": "db/host"},
     {"db_host": ""},
+    {"db_host": ":"},
+    {"db_host": "cafe:"},
+    {"db_host": "-"},
+    {"db_host": ".."},
+    {"db_host": "[:]"},
+    {"db_host": "[127.0.0.1]"},
+    {"db_host": "999.1.1.1"},
+    {"db_host": "-db.example.com"},
     {"db_user": ""},
+    {"db_user": "pg_app"},
+    {"db_user": "u" * 64},
     {"db_name": " "},
+    {"db_name": "pg_app"},
+    {"db_name": "é" * 32},  # 32 characters, 64 bytes
+]
+
+# Passwords as users have them: DATABASE_PASSWORD reaches .env verbatim, Jinja syntax included.
+PASSWORDS = [
+    "pa{{ 6*7 }}",
+    "{% if x %}{# not a comment #}",
+    "p@ss:w/rd%41#?&=é 'q\"x",
+    "$HOME ${PATH} `id` \\n",
+    "пароль 密码 🔑",
 ]
 
 UNRENDERED = re.compile(r"\{\{\s*cookiecutter|\{%|%\}")
@@ -82,10 +110,7 @@ def test_bakes_a_valid_project(cookies: Any, context: dict[str, str]) -> None:
     assert unquote(url.path[1:]) == answers["db_name"]
     assert url.port == int(answers["db_port"])
     assert url.hostname == answers["db_host"].strip("[]").lower()
-    if answers["db_password"]:
-        assert unquote(url.password or "") == answers["db_password"]
-    else:
-        assert len(unquote(url.password or "")) >= 24
+    assert len(unquote(url.password or "")) >= 24  # generated: DATABASE_PASSWORD is unset
 
 
 @pytest.mark.parametrize(
@@ -100,13 +125,39 @@ def test_files_with_their_own_template_syntax_are_copied_unrendered(
     assert (Path(result.project_path) / path).read_bytes() == original.read_bytes()
 
 
-def test_blank_passwords_differ_between_bakes(cookies: Any) -> None:
-    """A blank db_password becomes a new random one on every bake."""
+def test_generated_passwords_differ_between_bakes(
+    cookies: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without DATABASE_PASSWORD, or with it empty, every bake generates a new random one."""
     passwords = {
         urlsplit(read_env(Path(cookies.bake().project_path))["DATABASE_URL"]).password
-        for _ in range(3)
+        for _ in range(2)
     }
+    monkeypatch.setenv("DATABASE_PASSWORD", "")
+    passwords.add(urlsplit(read_env(Path(cookies.bake().project_path))["DATABASE_URL"]).password)
     assert len(passwords) == 3
+
+
+def test_the_password_is_no_longer_a_variable() -> None:
+    """cookiecutter.json asks for no password, so no context, replay or answers file holds one."""
+    variables = json.loads((TEMPLATE / "cookiecutter.json").read_text(encoding="utf-8"))
+    assert not [name for name in variables if "password" in name.lower()]
+
+
+@pytest.mark.parametrize("password", PASSWORDS)
+def test_the_password_comes_verbatim_from_the_environment(
+    cookies: Any, monkeypatch: pytest.MonkeyPatch, password: str
+) -> None:
+    """DATABASE_PASSWORD lands unrendered in .env (URL and compose), and in no other file."""
+    monkeypatch.setenv("DATABASE_PASSWORD", password)
+    result = cookies.bake()
+    assert result.exit_code == 0, result.exception
+    project = Path(result.project_path)
+    env = read_env(project)
+    assert unquote(urlsplit(env["DATABASE_URL"]).password or "") == password
+    assert env["POSTGRES_PASSWORD"] == compose_quote(password)
+    others = [path for path in project.rglob("*") if path.is_file() and path.name != ".env"]
+    assert not [path for path in others if password.encode() in path.read_bytes()]
 
 
 @pytest.mark.parametrize("context", UNSUPPORTED, ids=ids)

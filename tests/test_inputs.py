@@ -6,6 +6,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from subprocess import CompletedProcess
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,11 +23,14 @@ JINJA = re.compile(r"\{[{%#]")
 TYPED = st.text(min_size=1, max_size=40).filter(
     lambda text: text.isprintable() and text.strip() and not JINJA.search(text)
 )
+# The password comes from DATABASE_PASSWORD, never rendered: Jinja syntax included.
+PASSWORDS = st.text(min_size=1, max_size=40).filter(str.isprintable)
 
 ADVERSARIAL_CREDENTIALS = [
     ("app-user", "p@ss:w/rd%41#?&=é 'q\"x", "app-db"),
     ("user with spaces", "%%%25%", "db with spaces"),
     ("ünïcödé", "пароль 密码 🔑", "データベース"),
+    ("jinja", "pa{{ 6*7 }}{% raw %}{#", "jinja_db"),
     ("semi;colon", "'; DROP TABLE tutorials; --", 'quote"db'),
     ("back\\slash", "$HOME ${PATH} `id` \\n", "percent%db"),
 ]
@@ -43,25 +47,21 @@ def test_adversarial_credentials_work_end_to_end(
     cookies: Any, postgres: Postgres, project: Path, user: str, password: str, database: str
 ) -> None:
     """Migrations, the demo and the baked tests all connect with the answers, from .env alone."""
-    baked = bake(cookies, postgres, db_user=user, db_password=password, db_name=database)
+    baked = bake(cookies, postgres, password, db_user=user, db_name=database)
     venv = project / ".venv"  # the same code, installed once; the baked .env is what differs
     check_connects(baked, venv)
     run(baked, "pytest", "-q", "-p", "no:cacheprovider", venv=venv)
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(password=TYPED)
-def test_any_typed_password_connects(
+@given(password=PASSWORDS)
+def test_any_printable_password_connects(
     cookies_session: Any, postgres: Postgres, project: Path, password: str
 ) -> None:
-    """Hypothesis: any printable password bakes a project that connects with it."""
+    """Hypothesis: any printable DATABASE_PASSWORD bakes a project that connects with it."""
     suffix = os.urandom(4).hex()
     baked = bake(
-        cookies_session,
-        postgres,
-        db_user=f"user_{suffix}",
-        db_name=f"db_{suffix}",
-        db_password=password,
+        cookies_session, postgres, password, db_user=f"user_{suffix}", db_name=f"db_{suffix}"
     )
     check_connects(baked, project / ".venv")
 
@@ -80,33 +80,35 @@ def test_any_project_name_bakes_a_valid_project(cookies_session: Any, name: str)
         compile(module.read_text(encoding="utf-8"), str(module), "exec")
 
 
-def test_the_password_is_only_in_dot_env(tmp_path: Path) -> None:
-    """Not in the hook's output, an answers file, a replay file or git's view of the project."""
-    password = "S3cretPasswordOnlyInDotEnv42"  # no escaping: the same bytes in .env
-    home = tmp_path / "home"
-    env = {**os.environ, "HOME": str(home)}
+def cookiecutter_cli(tmp_path: Path, *arguments: str, password: str) -> CompletedProcess[str]:
+    """Run cookiecutter as a user does, DATABASE_PASSWORD set, its replay dir in a tmp HOME."""
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "DATABASE_PASSWORD": password}
     env.pop("COOKIECUTTER_CONFIG", None)
-    baked = subprocess.run(
-        [
-            *(sys.executable, "-m", "cookiecutter", "--no-input", str(TEMPLATE)),
-            *("--output-dir", str(tmp_path / "out"), f"db_password={password}"),
-        ],
+    return subprocess.run(
+        [sys.executable, "-m", "cookiecutter", "--no-input", str(TEMPLATE), *arguments],
         env=env,
         capture_output=True,
         text=True,
-        check=True,
     )
-    assert password not in baked.stdout + baked.stderr
-    replays = list((home / ".cookiecutter_replay").glob("*.json"))
-    assert replays, "cookiecutter wrote no replay file"
-    holders = [
-        path
-        for path in [*tmp_path.rglob("*")]
-        if path.is_file() and password.encode() in path.read_bytes()
-    ]
-    assert holders == [tmp_path / "out" / "tutorial_service" / ".env"]
 
+
+def files_holding(root: Path, secret: str) -> list[Path]:
+    """Every file under `root` (replay files, answers, the bake) whose bytes hold `secret`."""
+    files = [path for path in root.rglob("*") if path.is_file()]
+    return [path for path in files if secret.encode() in path.read_bytes()]
+
+
+def test_the_password_is_only_in_dot_env(tmp_path: Path) -> None:
+    """Not in the hook's output, an answers file, a replay file or git's view of the project."""
+    password = "S3cretPasswordOnlyInDotEnv42"  # no escaping: the same bytes in .env
+    baked = cookiecutter_cli(tmp_path, "--output-dir", str(tmp_path / "out"), password=password)
+    assert baked.returncode == 0, baked.stderr
+    assert password not in baked.stdout + baked.stderr
+    assert list((tmp_path / "home" / ".cookiecutter_replay").glob("*.json")), "no replay file"
     project = tmp_path / "out" / "tutorial_service"
+    assert (project / ".cookiecutter.json").is_file()
+    assert files_holding(tmp_path, password) == [project / ".env"]
+
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
     status = subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=all"],
@@ -117,6 +119,35 @@ def test_the_password_is_only_in_dot_env(tmp_path: Path) -> None:
     )
     assert ".env\n" not in status.stdout
     assert ".env.example" in status.stdout
+
+
+def test_a_refused_bake_leaves_the_password_nowhere(tmp_path: Path) -> None:
+    """A bad answer fails the pre-gen hook after cookiecutter wrote its replay file: that file,
+    and everything else, is free of the password."""
+    password = "S3cretOfARefusedBake42"
+    refused = cookiecutter_cli(
+        tmp_path, "--output-dir", str(tmp_path / "out"), "db_port=0", password=password
+    )
+    assert refused.returncode != 0
+    assert "db_port: '0' is not a port number" in refused.stderr
+    assert list((tmp_path / "home" / ".cookiecutter_replay").glob("*.json")), "no replay file"
+    assert password not in refused.stdout + refused.stderr
+    assert files_holding(tmp_path, password) == []
+
+
+def test_a_failed_post_gen_hook_leaves_the_password_nowhere(tmp_path: Path) -> None:
+    """Re-baked over a project whose .env cannot be written: one line, exit 1, the password in
+    no file and no output."""
+    password = "S3cretOfAFailedHook42"
+    project = tmp_path / "out" / "tutorial_service"
+    (project / ".env").mkdir(parents=True)  # a directory where the hook writes its file
+    failed = cookiecutter_cli(
+        tmp_path, "--output-dir", str(tmp_path / "out"), "--overwrite-if-exists", password=password
+    )
+    assert failed.returncode != 0
+    assert "ERROR: cannot write .env: " in failed.stderr
+    assert password not in failed.stdout + failed.stderr
+    assert files_holding(tmp_path, password) == []
 
 
 def test_migrations_never_print_the_password(project: Path) -> None:
