@@ -1,6 +1,5 @@
 """Write the baked project's private `.env` and say what to do next (standard library only)."""
 
-import json
 import os
 import secrets
 import shutil
@@ -50,30 +49,6 @@ def write_env(path: Path, url: str, compose: dict[str, str]) -> None:
         env.writelines(f"{name}={compose_quote(value)}\n" for name, value in compose.items())
 
 
-def replay_file(repo_dir: str) -> Path | None:
-    """Where cookiecutter saved this run's answers (for --replay), if we can tell."""
-    try:  # cookiecutter runs this hook with its own interpreter, so it is importable here
-        from cookiecutter.config import get_user_config
-    except ImportError:
-        return None
-    # The default config, or COOKIECUTTER_CONFIG's; a --config-file elsewhere is not visible.
-    replay_dir = Path(get_user_config()["replay_dir"])
-    return replay_dir / f"{Path(repo_dir).name}.json"
-
-
-def forget_password(replay: Path | None) -> None:
-    """Blank the password in cookiecutter's replay file: .env must be its only copy."""
-    if replay is None or not replay.is_file():
-        return
-    replayed = json.loads(replay.read_text(encoding="utf-8"))
-    # Both the answers ("cookiecutter") and the defaults with overrides ("_cookiecutter").
-    sections = [section for section in replayed.values() if isinstance(section, dict)]
-    if any(section.get("db_password") for section in sections):
-        for section in sections:
-            section["db_password"] = ""  # a replay then generates a new password
-        replay.write_text(json.dumps(replayed, indent=2), encoding="utf-8")
-
-
 def next_steps(slug: str, *, local_database: bool, has_make: bool, has_uv: bool) -> str:
     """The exact commands from here to passing tests, for the tools this machine has."""
     if has_make:
@@ -115,7 +90,8 @@ def next_steps(slug: str, *, local_database: bool, has_make: bool, has_uv: bool)
 def main() -> None:
     slug = {{cookiecutter.project_slug | literal}}
     user = {{cookiecutter.db_user | literal}}
-    password = {{cookiecutter.db_password | literal}} or make_password()
+    # Never a cookiecutter variable: answers are recorded (replay file, .cruft.json).
+    password = os.environ.get("DATABASE_PASSWORD") or make_password()
     host = {{cookiecutter.db_host | literal}}
     port = {{cookiecutter.db_port | literal}}
     database = {{cookiecutter.db_name | literal}}
@@ -126,7 +102,6 @@ def main() -> None:
         "POSTGRES_PORT": str(int(port)),
     }
     write_env(Path(".env"), database_url(user, password, host, port, database), compose)
-    forget_password(replay_file({{cookiecutter._repo_dir | literal}}))
     print(
         next_steps(
             slug,
