@@ -288,16 +288,16 @@ def test_every_user_change_survives_and_nothing_conflicts(update: Update) -> Non
 def test_the_recorded_answers_agree_and_follow_the_update(
     update: Update, versions: Versions
 ) -> None:
-    """.cruft.json names the new commit; .cookiecutter.json holds the same answers; neither
-    holds the password."""
+    """.cruft.json names the new commit; .cookiecutter.json holds the same answers; no
+    committed file holds the password."""
     state = json.loads((update.project / ".cruft.json").read_text())
     replay = json.loads((update.project / ".cookiecutter.json").read_text())["cookiecutter"]
     assert state["commit"] == versions.new
     answers = state["context"]["cookiecutter"]
     assert replay == {key: answers[key] for key in replay}
     assert set(replay) == {"_template"} | {key for key in answers if not key.startswith("_")}
-    for name in (".cruft.json", ".cookiecutter.json"):
-        assert PASSWORD not in (update.project / name).read_text()
+    for path in tracked_files(update.project):
+        assert PASSWORD not in path.read_text(encoding="utf-8"), path
 
 
 def test_the_updated_project_passes_its_own_checks(update: Update, postgres: Postgres) -> None:
