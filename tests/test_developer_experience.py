@@ -225,7 +225,9 @@ def test_ci_workflow_is_valid_and_runs_every_check(baked: Path) -> None:
     """The baked workflow: a postgres service, DATABASE_URL pointing at it, then the checks."""
     workflow_path = baked / ".github" / "workflows" / "ci.yml"
     check_schema("github-workflows", workflow_path)
-    job = load_yaml(workflow_path)["jobs"]["test"]
+    jobs = load_yaml(workflow_path)["jobs"]
+    job = jobs["test"]
+    assert job["if"] == "github.event_name != 'schedule'"  # the schedule is the `template` job's
     assert job["services"]["postgres"]["image"].startswith("postgres:")
     assert "@localhost:5432/" in job["env"]["DATABASE_URL"]
     runs = [step.get("run") or step["uses"] for step in job["steps"]]
@@ -237,6 +239,7 @@ def test_ci_workflow_is_valid_and_runs_every_check(baked: Path) -> None:
         "uv run alembic check",
         "make test",
     ]
+    assert "cruft" in jobs["template"]["steps"][-1]["run"]  # tests/test_updates.py runs it
 
 
 def test_the_templates_own_ci_runs_make_test_on_a_postgres_service() -> None:

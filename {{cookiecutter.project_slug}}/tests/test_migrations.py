@@ -49,12 +49,13 @@ def test_there_is_a_single_head() -> None:
 
 async def test_upgrade_downgrade_upgrade(empty_engine: AsyncEngine) -> None:
     """It upgrades an empty database to head, downgrades to base, and upgrades again."""
+    # At least these tables: the project's own models and revisions add more.
     await upgrade(empty_engine)
-    assert await table_names(empty_engine) == {"alembic_version", "tutorials"}
+    assert await table_names(empty_engine) >= {"alembic_version", "tutorials"}
     await downgrade(empty_engine, "base")
     assert await table_names(empty_engine) == {"alembic_version"}
     await upgrade(empty_engine)
-    assert await table_names(empty_engine) == {"alembic_version", "tutorials"}
+    assert await table_names(empty_engine) >= {"alembic_version", "tutorials"}
 
 
 async def test_models_match_the_migrations(engine: AsyncEngine) -> None:
