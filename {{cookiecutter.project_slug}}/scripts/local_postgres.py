@@ -32,7 +32,6 @@ from urllib.parse import unquote, urlsplit
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = PROJECT_ROOT / ".postgres"
 UNPRIVILEGED_USER = "postgres"  # who runs the server when we are root: initdb refuses root
-RUN_AS = UNPRIVILEGED_USER if os.geteuid() == 0 else None
 # Root only: data of projects the server's user cannot enter, and copies of binaries it cannot
 # reach, in a place of its own rather than a loosened home directory.
 SHARED_ROOT = Path("/var/lib/local-postgres")
@@ -145,6 +144,14 @@ def reaches(user: str, path: Path) -> bool:
     return probe.returncode == 0
 
 
+def server_user() -> str | None:
+    """Who runs the server: we, or when we are root, UNPRIVILEGED_USER (created if missing)."""
+    if os.geteuid() != 0:
+        return None
+    ensure_user(UNPRIVILEGED_USER)
+    return UNPRIVILEGED_USER
+
+
 def ensure_user(user: str) -> None:
     """Create the server's system user, as Debian's postgresql package would, if missing."""
     try:
@@ -181,7 +188,7 @@ def data_dir_for(link: Path) -> Path:
     if link.is_symlink():
         return link.resolve()
     project = link.parent
-    if RUN_AS is None or link.exists() or reaches(RUN_AS, project):
+    if link.exists() or (user := server_user()) is None or reaches(user, project):
         return link
     digest = hashlib.sha256(str(project).encode()).hexdigest()[:12]
     outside = shared_directory(f"{project.name}-{digest}")
@@ -221,9 +228,8 @@ class Server:
 
     def __init__(self, bindir: Path, data_dir: Path, port: int, host: str = "127.0.0.1") -> None:
         self.data_dir, self.port, self.host = data_dir, port, host
-        self.run_as = RUN_AS
+        self.run_as = server_user()
         if self.run_as:
-            ensure_user(self.run_as)
             bindir = servable_bindir(bindir, self.run_as)
         self.bindir = bindir
 
