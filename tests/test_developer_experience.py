@@ -4,6 +4,7 @@ answers, and the hook's next steps."""
 
 import json
 import os
+import shlex
 import shutil
 import socket
 import stat
@@ -126,6 +127,24 @@ def test_make_runs_the_whole_loop_on_a_local_server(git_url_project: Path) -> No
     make(project, "db-stop")
 
 
+def with_mounts(mounts: dict[Path, Path], *command: str) -> tuple[str, ...]:
+    """`command` in a private mount namespace (root only) where each key shows its value."""
+    binds = [
+        f"mount --bind {shlex.quote(str(new))} {shlex.quote(str(old))}"
+        for old, new in mounts.items()
+    ]
+    return (
+        "unshare",
+        "--mount",
+        "--",
+        "sh",
+        "-c",
+        " && ".join([*binds, 'exec "$@"']),
+        "sh",
+        *command,
+    )
+
+
 @pytest.fixture(scope="module")
 def on_a_fresh_machine(tmp_path_factory: pytest.TempPathFactory) -> Runner:
     """Runs a command in a project as on a fresh machine: PATH holds python3, git, make and the
@@ -135,17 +154,16 @@ def on_a_fresh_machine(tmp_path_factory: pytest.TempPathFactory) -> Runner:
     scratch = tmp_path_factory.mktemp("fresh-machine")
     (scratch / "bin").mkdir()
     (scratch / "empty").mkdir()
-    base_python = Path(sys.base_prefix) / "bin" / "python3"
-    for name, tool in {"python3": base_python, "git": "git", "make": "make"}.items():
-        (scratch / "bin" / name).symlink_to(shutil.which(tool) or tool)
-    path = os.pathsep.join([str(scratch / "bin"), "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
-    hide = f'mount --bind "$0" {SYSTEM_POSTGRESQL} && exec "$@"'
-    if not SYSTEM_POSTGRESQL.is_dir():
-        hide = 'exec "$@"'  # nothing there to hide
+    # A Python with its standard library alone: this machine's may hold uv, a fresh one does not.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", scratch / "python"], check=True)
+    for tool in ("git", "make"):
+        (scratch / "bin" / tool).symlink_to(shutil.which(tool) or tool)
+    base = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+    path = os.pathsep.join([str(scratch / "python" / "bin"), str(scratch / "bin"), *base])
+    hidden = {SYSTEM_POSTGRESQL: scratch / "empty"} if SYSTEM_POSTGRESQL.is_dir() else {}
 
     def on_a_fresh_machine(project: Path, *command: str, check: bool = True) -> Any:
-        argv = ("unshare", "--mount", "--", "sh", "-c", hide, str(scratch / "empty"), *command)
-        return run(project, *argv, check=check, PATH=path)
+        return run(project, *with_mounts(hidden, *command), check=check, PATH=path)
 
     script = TEMPLATE / "{{cookiecutter.project_slug}}" / "scripts" / "local_postgres.py"
     found = on_a_fresh_machine(TEMPLATE, "python3", str(script), "bindir", check=False)
@@ -221,6 +239,46 @@ def test_make_db_starts_afresh_after_a_failed_initdb(local_project: Path) -> Non
     assert "started" in make(local_project, "db")
 
 
+def test_make_db_as_root_creates_the_postgres_user(local_project: Path, tmp_path: Path) -> None:
+    """Root on a machine without a `postgres` user (here: /etc without it, in a private
+    mount): `make db` creates it as a system user, says so, and runs the server as it."""
+    if os.geteuid() != 0:
+        pytest.skip("a private mount of /etc needs root")
+    etc = Path(shutil.copytree("/etc", tmp_path / "etc", symlinks=True))
+    for name in ("passwd", "group", "shadow", "gshadow"):
+        if (etc / name).is_file():
+            lines = (etc / name).read_text(encoding="utf-8").splitlines(keepends=True)
+            kept = (line for line in lines if not line.startswith("postgres:"))
+            (etc / name).write_text("".join(kept), encoding="utf-8")
+    steps = "make db && make db-stop && id -u postgres"
+    command = with_mounts({Path("/etc"): etc}, "sh", "-c", steps)
+    output = run(local_project, *command, PATH=PLAIN_PATH).stdout
+    assert "Created the system user 'postgres'" in output
+    assert "started" in output
+    uid = int(output.split()[-1])
+    assert (local_project / ".postgres" / "data").stat().st_uid == uid
+
+
+def query(project: Path, url: str, sql: str, host: str | None = None) -> str:
+    """`sql`'s result, by psql logged in with `url` (at `host` instead of the URL's)."""
+    parts = urlsplit(url)
+    bindir = load_local_postgres().find_bindir()
+    return run(
+        project,
+        *(
+            str(bindir / "psql"),
+            "-X",
+            "-tA",
+            "-h",
+            host or parts.hostname or "",
+            "-p",
+            str(parts.port),
+        ),
+        *("-U", unquote(parts.username or ""), "-d", unquote(parts.path[1:]), "-c", sql),
+        PGPASSWORD=unquote(parts.password or ""),
+    ).stdout.strip()
+
+
 @pytest.mark.parametrize("host", ["::1", "localhost"])
 def test_make_db_serves_the_host_in_env(cookies: Any, host: str) -> None:
     """`make db` listens where .env's host points (every address `localhost` resolves to),
@@ -228,20 +286,29 @@ def test_make_db_serves_the_host_in_env(cookies: Any, host: str) -> None:
     port = free_port()
     result = cookies.bake(extra_context={"db_host": host, "db_port": str(port)})
     assert result.exception is None, result.exception
-    bindir = load_local_postgres().find_bindir()
     addresses = {info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
     with served_from_a_reachable_place(Path(result.project_path)) as project:
         make(project, "db")
-        url = urlsplit(read_env(project)["DATABASE_URL"])
-        login = ("-U", unquote(url.username or ""), "-d", unquote(url.path[1:]))
+        url = read_env(project)["DATABASE_URL"]
         for address in addresses:
-            psql = run(
-                project,
-                *(str(bindir / "psql"), "-X", "-h", address, "-p", str(port), *login),
-                *("-tAc", "select 1"),
-                PGPASSWORD=unquote(url.password or ""),
-            )
-            assert psql.stdout.strip() == "1", address
+            assert query(project, url, "select 1", host=address) == "1", address
+
+
+def test_a_server_takes_extra_settings() -> None:
+    """Server.start(settings=...) hands each setting to the server, quoted for pg_ctl's shell."""
+    local_postgres = load_local_postgres()
+    scratch = Path(tempfile.mkdtemp(prefix="template-settings-"))
+    scratch.chmod(0o755)  # our own fresh directory: the server's user must reach into it
+    server = local_postgres.Server(local_postgres.find_bindir(), scratch / "cluster", free_port())
+    server.init("postgres", "settings-pw")
+    name = "it's $HOME; `id`"
+    server.start(settings={"cluster_name": name})
+    try:
+        url = f"postgresql://postgres:settings-pw@127.0.0.1:{server.port}/postgres"
+        assert query(scratch, url, "show cluster_name") == name
+    finally:
+        server.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def test_make_alone_lists_every_task(baked: Path) -> None:
