@@ -140,7 +140,9 @@ def version_key(path: str) -> tuple[int, ...]:
 
 def reaches(user: str, path: Path) -> bool:
     """Whether `user` may enter every directory down to `path` (and `path` itself)."""
-    probe = subprocess.run(["runuser", "-u", user, "--", "test", "-x", str(path)], cwd="/")
+    probe = subprocess.run(
+        ["runuser", "-u", user, "--", "test", "-x", str(path)], capture_output=True, cwd="/"
+    )
     return probe.returncode == 0
 
 
