@@ -232,7 +232,7 @@ def test_make_db_starts_afresh_after_a_failed_initdb(local_project: Path) -> Non
     """A first `make db` whose initdb fails (a user name PostgreSQL refuses) says why, with no
     traceback; once the URL is right, `make db` starts the server."""
     bad_url = f"postgresql+asyncpg://pg_refused:pw@localhost:{free_port()}/app"
-    failed = run(local_project, "make", "db", check=False, DATABASE_URL=bad_url)
+    failed = run(local_project, "make", "db", check=False, PATH=PLAIN_PATH, DATABASE_URL=bad_url)
     assert failed.returncode != 0
     assert 'superuser name "pg_refused" is disallowed' in failed.stderr
     assert "Traceback" not in failed.stderr

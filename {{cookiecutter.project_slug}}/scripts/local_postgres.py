@@ -177,23 +177,22 @@ def ensure_user(user: str) -> None:
     print(f"Created the system user {user!r} to run PostgreSQL, which refuses to run as root")
 
 
-def shared_directory(name: str) -> Path:
-    """SHARED_ROOT / name, its parent made if needed: root's, readable by everyone."""
+def shared_root() -> Path:
+    """SHARED_ROOT, made if needed: root's, and every user may enter it."""
     SHARED_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
-    return SHARED_ROOT / name
+    return SHARED_ROOT
 
 
 def data_dir_for(link: Path) -> Path:
     """Where the project's server keeps its data: `link` (.postgres), or, when the server's
-    user cannot enter the project (root's private home), a directory outside it that `link`
-    then points to, named after the project's path."""
+    user cannot enter the project (root's private home), a new directory outside it that
+    `link` then points to (new, never an earlier project's data found by name)."""
     if link.is_symlink():
         return link.resolve()
     project = link.parent
     if link.exists() or (user := server_user()) is None or reaches(user, project):
         return link
-    digest = hashlib.sha256(str(project).encode()).hexdigest()[:12]
-    outside = shared_directory(f"{project.name}-{digest}")
+    outside = Path(tempfile.mkdtemp(dir=shared_root(), prefix=f"{project.name}-"))
     link.symlink_to(outside, target_is_directory=True)
     return outside
 
@@ -208,7 +207,7 @@ def servable_bindir(bindir: Path, user: str) -> Path:
     prefix = bindir.parent
     base = prefix.parent.parent
     build = hashlib.sha256((bindir / "postgres").read_bytes()).hexdigest()[:16]
-    copy = shared_directory(f"binaries-{build}")
+    copy = shared_root() / f"binaries-{build}"
     if not copy.is_dir():
         staging = Path(tempfile.mkdtemp(dir=SHARED_ROOT, prefix=".binaries-"))
         staging.chmod(0o755)
