@@ -133,16 +133,8 @@ def with_mounts(mounts: dict[Path, Path], *command: str) -> tuple[str, ...]:
         f"mount --bind {shlex.quote(str(new))} {shlex.quote(str(old))}"
         for old, new in mounts.items()
     ]
-    return (
-        "unshare",
-        "--mount",
-        "--",
-        "sh",
-        "-c",
-        " && ".join([*binds, 'exec "$@"']),
-        "sh",
-        *command,
-    )
+    script = " && ".join([*binds, 'exec "$@"'])
+    return ("unshare", "--mount", "--", "sh", "-c", script, "sh", *command)
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +154,9 @@ def on_a_fresh_machine(tmp_path_factory: pytest.TempPathFactory) -> Runner:
     path = os.pathsep.join([str(scratch / "python" / "bin"), str(scratch / "bin"), *base])
     hidden = {SYSTEM_POSTGRESQL: scratch / "empty"} if SYSTEM_POSTGRESQL.is_dir() else {}
 
-    def on_a_fresh_machine(project: Path, *command: str, check: bool = True) -> Any:
+    def on_a_fresh_machine(
+        project: Path, *command: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         return run(project, *with_mounts(hidden, *command), check=check, PATH=path)
 
     script = TEMPLATE / "{{cookiecutter.project_slug}}" / "scripts" / "local_postgres.py"
@@ -262,21 +256,12 @@ def test_make_db_as_root_creates_the_postgres_user(local_project: Path, tmp_path
 def query(project: Path, url: str, sql: str, host: str | None = None) -> str:
     """`sql`'s result, by psql logged in with `url` (at `host` instead of the URL's)."""
     parts = urlsplit(url)
-    bindir = load_local_postgres().find_bindir()
-    return run(
-        project,
-        *(
-            str(bindir / "psql"),
-            "-X",
-            "-tA",
-            "-h",
-            host or parts.hostname or "",
-            "-p",
-            str(parts.port),
-        ),
-        *("-U", unquote(parts.username or ""), "-d", unquote(parts.path[1:]), "-c", sql),
-        PGPASSWORD=unquote(parts.password or ""),
-    ).stdout.strip()
+    psql = load_local_postgres().find_bindir() / "psql"
+    server = ["-h", host or parts.hostname or "", "-p", str(parts.port)]
+    login = ["-U", unquote(parts.username or ""), "-d", unquote(parts.path[1:])]
+    password = unquote(parts.password or "")
+    result = run(project, str(psql), "-X", "-tA", *server, *login, "-c", sql, PGPASSWORD=password)
+    return result.stdout.strip()
 
 
 @pytest.mark.parametrize("host", ["::1", "localhost"])
