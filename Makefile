@@ -3,16 +3,22 @@
 SHELL := bash
 VENV := .venv
 BIN := $(VENV)/bin
-UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+# Our own uv, from PyPI into our own venv: nothing needs installing first, and nothing is
+# installed outside this directory.
+UV := $(CURDIR)/$(BIN)/uv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help install test lint demo bench clean
+.PHONY: help install test lint demo bench clean pgbouncer
 ROUNDS ?= 5
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-$(BIN)/pytest: pyproject.toml
+$(UV):
+	python3 -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
+
+$(BIN)/pytest: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --quiet --python "$$(command -v python3)"
 	@touch $@
 
@@ -22,11 +28,26 @@ lint: install ## Lint the template's own Python (hooks, tests, extension)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint ## Everything: generation, hooks, and each baked project's own tools on real PostgreSQL
+test: lint pgbouncer ## Everything: generation, hooks, and each baked project's own tools on real PostgreSQL
 	$(BIN)/pytest
 
+# PgBouncer, for the baked project's pooler tests: apt-get installs it when we may (root, or
+# passwordless sudo as on CI runners); otherwise one line says what to install.
+pgbouncer:
+	@command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || { \
+	  sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo -n); \
+	  if command -v apt-get >/dev/null && { [ -z "$$sudo" ] || sudo -n true 2>/dev/null; }; then \
+	    echo "Installing PgBouncer (apt-get) for the baked project's pooler tests"; \
+	    $$sudo apt-get update -qq && \
+	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null; \
+	  else \
+	    echo "The baked project's pooler tests need PgBouncer: install it (Debian/Ubuntu: sudo apt-get install pgbouncer; macOS: brew install pgbouncer)" >&2; \
+	    exit 1; \
+	  fi; }
+
 # Shared by demo and bench: bake with the defaults (but a free port) into a fresh scratch
-# folder, install it, start its own PostgreSQL (stopped on exit), migrate; then go on in it.
+# folder, then the baked README's steps with our uv: install (with the embedded PostgreSQL
+# when this machine has none), db (stopped on exit), migrate; then go on in it.
 define IN_A_FRESH_BAKE
 set -euo pipefail; \
 scratch=$$(mktemp -d /tmp/template-$@-XXXXXX); chmod 755 "$$scratch"; \
@@ -34,10 +55,10 @@ port=$$($(BIN)/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 $(BIN)/cookiecutter --no-input . --output-dir "$$scratch" db_port=$$port >/dev/null; \
 cd "$$scratch/tutorial_service"; \
 echo "Baked into $$PWD (PostgreSQL on port $$port)"; \
-$(UV) sync --quiet --python "$$(command -v python3)"; \
-trap '.venv/bin/python scripts/local_postgres.py stop >/dev/null' EXIT; \
-.venv/bin/python scripts/local_postgres.py start; \
-.venv/bin/alembic upgrade head;
+baked_make() { $(MAKE) --silent --no-print-directory UV="$(UV) --quiet" "$$@"; }; \
+baked_make install; \
+trap 'baked_make db-stop >/dev/null' EXIT; \
+baked_make db migrate;
 endef
 
 demo: install ## Bake with defaults, start a local PostgreSQL, migrate, run the demo

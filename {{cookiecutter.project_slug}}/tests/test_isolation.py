@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import insert, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from {{ cookiecutter.project_slug }} import database
@@ -43,7 +43,7 @@ def test_everything_points_at_the_test_database() -> None:
     assert DEVELOPMENT_URL.database != TEST_DATABASE
     assert get_settings().database_url_object.database == TEST_DATABASE
     assert database.engine.url.database == TEST_DATABASE
-    assert TEST_DATABASE in os.environ["DATABASE_URL"]
+    assert make_url(os.environ["DATABASE_URL"]).database == TEST_DATABASE
 
 
 async def test_a_plain_test_saves_through_get_session() -> None:
