@@ -74,6 +74,26 @@ def forget_password(replay: Path | None) -> None:
         replay.write_text(json.dumps(replayed, indent=2), encoding="utf-8")
 
 
+# Files only the web service uses, removed when the project is baked without one.
+WEB_FRAMEWORK_FILES = {
+    "fastapi": [
+        "web.mk",
+        "src/{slug}/web.py",
+        "src/{slug}/schemas.py",
+        "tests/test_web.py",
+        "tests/test_web_server.py",
+    ],
+}
+
+
+def remove_unused_files(slug: str, web_framework: str) -> None:
+    """Delete the files of every web framework but the chosen one."""
+    for framework, paths in WEB_FRAMEWORK_FILES.items():
+        if framework != web_framework:
+            for path in paths:
+                Path(path.format(slug=slug)).unlink()
+
+
 def next_steps(slug: str, *, local_database: bool, has_make: bool, has_uv: bool) -> str:
     """The exact commands from here to passing tests, for the tools this machine has."""
     if has_make:
@@ -125,6 +145,7 @@ def main() -> None:
         "POSTGRES_DB": database,
         "POSTGRES_PORT": str(int(port)),
     }
+    remove_unused_files(slug, {{cookiecutter.web_framework | literal}})
     write_env(Path(".env"), database_url(user, password, host, port, database), compose)
     forget_password(replay_file({{cookiecutter._repo_dir | literal}}))
     print(

@@ -1,18 +1,13 @@
 """`get_session()` under load, cancellation, server restarts, PgBouncer, and shutdown."""
 
 import asyncio
-import importlib.util
 import os
-import secrets
 import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -26,35 +21,10 @@ from {{ cookiecutter.project_slug }}.migrations import upgrade
 from {{ cookiecutter.project_slug }}.repository import save_tutorial, save_tutorials
 
 from .conftest import scratch_name, settings_for, temporary_database
+from .own_postgres import PROJECT_ROOT, free_port, own_postgres, scratch_directory
 from .server_state import count_tutorials, idle_in_transaction
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 Bind = Callable[[AsyncEngine], None]
-
-
-def load_local_postgres() -> ModuleType:
-    """scripts/local_postgres.py, which knows how to run a PostgreSQL server of our own."""
-    path = PROJECT_ROOT / "scripts" / "local_postgres.py"
-    spec = importlib.util.spec_from_file_location("local_postgres", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def scratch_directory() -> Path:
-    """A fresh directory that the server's unprivileged user (when we are root) can reach."""
-    path = Path(tempfile.mkdtemp(prefix="resilience-"))
-    path.chmod(0o755)
-    return path
 
 
 async def save_in_own_session(name: str) -> None:
@@ -152,24 +122,8 @@ async def test_dispose_closes_every_pooled_connection() -> None:
 @pytest.fixture(scope="module")
 def own_server() -> Iterator[tuple[Any, URL]]:
     """A PostgreSQL server of this module's own, to restart; skipped without server binaries."""
-    local_postgres = load_local_postgres()
-    bindir = local_postgres.find_bindir()
-    if bindir is None:
-        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on this machine")
-    scratch = scratch_directory()
-    server = local_postgres.Server(bindir, scratch / "cluster", free_port())
-    password = secrets.token_urlsafe(16)
-    server.init("restart_tester", password)
-    server.start()
-    try:
-        server.create_database("restart_tester", password, "restarts")
-        url = URL.create(
-            "postgresql+asyncpg", "restart_tester", password, "127.0.0.1", server.port, "restarts"
-        )
-        yield server, url
-    finally:
-        server.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
+    with own_postgres("restart_tester", "restarts") as server_and_url:
+        yield server_and_url
 
 
 @pytest.mark.commits
