@@ -11,6 +11,8 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from cookiecutter.exceptions import FailedHookException
 
+from hooks.post_gen_project import WEB_FRAMEWORK_FILES
+
 from .baking import TEMPLATE, read_env
 
 SUPPORTED: list[dict[str, str]] = [
@@ -27,6 +29,8 @@ SUPPORTED: list[dict[str, str]] = [
     {"db_host": "db.internal.example.com", "db_port": "6543"},
     {"db_host": "::1"},
     {"db_host": "[2001:db8::1]"},
+    {"web_framework": "fastapi"},
+    {"web_framework": "fastapi", "project_slug": "my_service"},
 ]
 
 UNSUPPORTED: list[dict[str, str]] = [
@@ -86,6 +90,22 @@ def test_bakes_a_valid_project(cookies: Any, context: dict[str, str]) -> None:
         assert unquote(url.password or "") == answers["db_password"]
     else:
         assert len(unquote(url.password or "")) >= 24
+
+
+@pytest.mark.parametrize("web_framework", ["none", *WEB_FRAMEWORK_FILES])
+def test_a_bake_holds_the_chosen_web_frameworks_files_only(
+    cookies: Any, web_framework: str
+) -> None:
+    """Each framework's files and dependencies are in its bakes and in no other."""
+    result = cookies.bake(extra_context={"web_framework": web_framework})
+    project = Path(result.project_path)
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+    dependencies = " ".join(pyproject["project"]["dependencies"])
+    for framework, paths in WEB_FRAMEWORK_FILES.items():
+        chosen = framework == web_framework
+        for path in paths:
+            assert (project / path.format(slug=project.name)).is_file() == chosen, path
+        assert (framework in dependencies) == chosen
 
 
 @pytest.mark.parametrize(
