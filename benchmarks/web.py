@@ -186,6 +186,8 @@ async def uvicorn(app: str, environment: dict[str, str]) -> AsyncIterator[int]:
         *(sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning"),
         "--app-dir",
         str(Path(__file__).parent),
+        # Keep a server's idle connections open while the other server takes its turn.
+        *("--timeout-keep-alive", "3600"),
         env=environment,
     )
     try:
