@@ -1,5 +1,6 @@
 """The HTTP service through ASGI: routes, validation, errors, and when its sessions commit."""
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -7,6 +8,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI, HTTPException
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from {{ cookiecutter.project_slug }} import database
@@ -39,6 +41,12 @@ def add_failing_routes(app: FastAPI) -> None:
     async def write_then_refuse(session: Session) -> None:
         await save_tutorial(session, "written, then refused")
         raise HTTPException(409, "refused after the write")
+
+    @app.post("/write-then-swallow")
+    async def write_then_swallow(session: Session) -> None:
+        await save_tutorial(session, "written, then swallowed")
+        with contextlib.suppress(DBAPIError):  # the failed statement aborted the transaction
+            await session.execute(text("SELECT 1 / 0"))
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +210,15 @@ async def test_an_http_exception_after_a_write_leaves_no_row(
     """HTTPException after a write: its answer, and the write rolled back."""
     assert (await client.post("/write-then-refuse")).status_code == 409
     assert await count_tutorials(session, "written, then refused") == 0
+
+
+async def test_a_handler_swallowing_a_failed_statement_stores_nothing(
+    client: AsyncClient, session: AsyncSession
+) -> None:
+    """A handler that catches a failed statement and returns: a 500, not a 2xx for lost rows."""
+    response = await client.post("/write-then-swallow")
+    assert (response.status_code, response.json()) == (500, {"detail": "internal error"})
+    assert await count_tutorials(session, "written, then swallowed") == 0
 
 
 @pytest.mark.commits
