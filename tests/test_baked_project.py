@@ -23,7 +23,9 @@ def any_project(request: pytest.FixtureRequest, cookies_session: Any, postgres: 
     if request.param == "none":
         project: Path = request.getfixturevalue("project")
         return project
-    baked = bake(cookies_session, postgres, web_framework=request.param)
+    # Its own slug, so its own role and database: provisioning the default slug's role again
+    # would change the password the shared bake's .env holds.
+    baked = bake(cookies_session, postgres, project_slug="web_service", web_framework=request.param)
     install(baked)
     return baked
 
