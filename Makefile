@@ -8,8 +8,9 @@ BIN := $(VENV)/bin
 UV := $(CURDIR)/$(BIN)/uv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help install test lint demo bench clean pgbouncer
+.PHONY: help install test lint demo bench bench-web clean pgbouncer
 ROUNDS ?= 5
+WEB_ROUNDS ?= 3
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -52,7 +53,7 @@ define IN_A_FRESH_BAKE
 set -euo pipefail; \
 scratch=$$(mktemp -d /tmp/template-$@-XXXXXX); chmod 755 "$$scratch"; \
 port=$$($(BIN)/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'); \
-$(BIN)/cookiecutter --no-input . --output-dir "$$scratch" db_port=$$port >/dev/null; \
+$(BIN)/cookiecutter --no-input . --output-dir "$$scratch" db_port=$$port $(BAKE_ARGS) >/dev/null; \
 cd "$$scratch/tutorial_service"; \
 echo "Baked into $$PWD (PostgreSQL on port $$port)"; \
 baked_make() { $(MAKE) --silent --no-print-directory UV="$(UV) --quiet" "$$@"; }; \
@@ -69,6 +70,11 @@ demo: install ## Bake with defaults, start a local PostgreSQL, migrate, run the 
 bench: install ## Benchmark the baked data layer side by side (prints a Markdown table)
 	@$(IN_A_FRESH_BAKE) \
 	.venv/bin/python $(CURDIR)/benchmarks/data_layer.py tutorial_service --rounds $(ROUNDS)
+
+bench-web: BAKE_ARGS = web_framework=fastapi
+bench-web: install ## Benchmark the baked web service against raw asyncpg (prints a Markdown table)
+	@$(IN_A_FRESH_BAKE) \
+	.venv/bin/python $(CURDIR)/benchmarks/web.py tutorial_service --rounds $(WEB_ROUNDS)
 
 clean: ## Remove the template's .venv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache

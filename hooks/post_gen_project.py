@@ -68,6 +68,26 @@ def write_env(path: Path, url: str, compose: dict[str, str]) -> None:
         env.writelines(f"{name}={compose_quote(value)}\n" for name, value in compose.items())
 
 
+# Files only the web service uses, removed when the project is baked without one.
+WEB_FRAMEWORK_FILES = {
+    "fastapi": [
+        "web.mk",
+        "src/{slug}/web.py",
+        "src/{slug}/schemas.py",
+        "tests/test_web.py",
+        "tests/test_web_server.py",
+    ],
+}
+
+
+def remove_unused_files(slug: str, web_framework: str) -> None:
+    """Delete the files of every web framework but the chosen one."""
+    for framework, paths in WEB_FRAMEWORK_FILES.items():
+        if framework != web_framework:
+            for path in paths:
+                Path(path.format(slug=slug)).unlink()
+
+
 def next_steps(
     slug: str, *, local_database: bool, password_given: bool, has_make: bool, has_uv: bool
 ) -> str:
@@ -132,6 +152,7 @@ def main() -> int:
         "POSTGRES_DB": database,
         "POSTGRES_PORT": str(int(port)),
     }
+    remove_unused_files(slug, {{cookiecutter.web_framework | literal}})
     try:
         write_env(Path(".env"), database_url(user, password, host, port, database), compose)
     except OSError as error:  # names the file and the reason, never the password

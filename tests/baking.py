@@ -23,6 +23,15 @@ TEMPLATE_UV = Path(sys.executable).with_name("uv")
 UV_ENV = {"UV_PYTHON": sys.executable, "UV_PYTHON_DOWNLOADS": "never"}
 
 
+def project_env(project: Path, venv: Path | None = None) -> dict[str, str]:
+    """Our environment for a command of the project's venv (or `venv`), without our
+    database settings (so it reads only its .env) and make flags (from a `make test`)."""
+    own = ("DATABASE_", "VIRTUAL_ENV", "MAKE", "MFLAGS")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(own)}
+    env["PATH"] = f"{(venv or project / '.venv') / 'bin'}{os.pathsep}{env['PATH']}"
+    return env
+
+
 def run(
     project: Path,
     *command: str,
@@ -30,12 +39,8 @@ def run(
     venv: Path | None = None,
     **env_overrides: str,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a command of the project's venv (or `venv`) in the project, reading only its .env
-    (and no make flags from a `make test` around us)."""
-    own = ("DATABASE_", "VIRTUAL_ENV", "MAKE", "MFLAGS")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(own)}
-    env["PATH"] = f"{(venv or project / '.venv') / 'bin'}{os.pathsep}{env['PATH']}"
-    env.update(env_overrides)
+    """Run a command of the project's venv (or `venv`) in the project (see `project_env`)."""
+    env = project_env(project, venv) | env_overrides
     result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:
         pytest.fail(

@@ -1,14 +1,33 @@
 """The baked project's own toolchain, run for real: install, lint, type-check, test, migrate."""
 
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .baking import bake, install, run
-from .postgres import Postgres
+from .baking import bake, install, project_env, run
+from .postgres import Postgres, free_port
 
 ADVERSARIAL_PASSWORD = "p@ss:w/rd%41#?&=é 'q\"x"
+
+
+@pytest.fixture(scope="module", params=["none", "fastapi"], ids="web_framework={}".format)
+def any_project(request: pytest.FixtureRequest, cookies_session: Any, postgres: Postgres) -> Path:
+    """The shared default bake, then one with the web service: each choice, installed."""
+    if request.param == "none":
+        project: Path = request.getfixturevalue("project")
+        return project
+    # Its own slug, so its own role and database: provisioning the default slug's role again
+    # would change the password the shared bake's .env holds.
+    baked = bake(cookies_session, postgres, project_slug="web_service", web_framework=request.param)
+    install(baked)
+    return baked
 
 
 @pytest.mark.parametrize(
@@ -20,10 +39,49 @@ ADVERSARIAL_PASSWORD = "p@ss:w/rd%41#?&=é 'q\"x"
     ],
     ids=" ".join,
 )
-def test_baked_tool_passes(project: Path, command: tuple[str, ...]) -> None:
+def test_baked_tool_passes(any_project: Path, command: tuple[str, ...]) -> None:
     """The baked project's lint (ruff, mypy), pytest and pre-commit config pass, skipping none."""
-    result = run(project, *command)
+    result = run(any_project, *command)
     assert " skipped" not in result.stdout  # PgBouncer and restart tests need their binaries
+
+
+def test_make_run_serves_the_api(any_project: Path) -> None:
+    """With the web service, `make run` serves it (auto-reloading); without, there is no run."""
+    if (any_project / "web.mk").exists():
+        port = free_port()
+        # Its own process group: make, uvicorn's reloader and its server stop together.
+        with subprocess.Popen(
+            ["make", "run", f"PORT={port}"],
+            cwd=any_project,
+            env=project_env(any_project),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        ) as server:
+            try:
+                statuses = [
+                    get_status(f"http://127.0.0.1:{port}{path}") for path in ["/health", "/ready"]
+                ]
+            finally:
+                os.killpg(server.pid, signal.SIGTERM)
+                server.wait(timeout=30)
+        assert statuses == [200, 200]
+    else:
+        result = run(any_project, "make", "run", check=False)
+        assert "No rule to make target 'run'" in result.stderr
+
+
+def get_status(url: str) -> int:
+    """GET `url` until a server answers (60 seconds at most): its status."""
+    for _ in range(600):
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as error:
+            return error.code
+        except OSError:
+            time.sleep(0.1)
+    return 0
 
 
 def test_alembic_round_trip_and_demo(project: Path) -> None:

@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from cookiecutter.exceptions import FailedHookException
 
-from hooks.post_gen_project import compose_quote
+from hooks.post_gen_project import WEB_FRAMEWORK_FILES, compose_quote
 
 from .baking import TEMPLATE, read_env
 
@@ -34,6 +34,8 @@ SUPPORTED: list[dict[str, str]] = [
     {"db_host": "127.0.0.1"},
     {"db_host": "::1"},
     {"db_host": "[2001:db8::1]"},
+    {"web_framework": "fastapi"},
+    {"web_framework": "fastapi", "project_slug": "my_service"},
 ]
 
 UNSUPPORTED: list[dict[str, str]] = [
@@ -111,6 +113,22 @@ def test_bakes_a_valid_project(cookies: Any, context: dict[str, str]) -> None:
     assert url.port == int(answers["db_port"])
     assert url.hostname == answers["db_host"].strip("[]").lower()
     assert len(unquote(url.password or "")) >= 24  # generated: DATABASE_PASSWORD is unset
+
+
+@pytest.mark.parametrize("web_framework", ["none", *WEB_FRAMEWORK_FILES])
+def test_a_bake_holds_the_chosen_web_frameworks_files_only(
+    cookies: Any, web_framework: str
+) -> None:
+    """Each framework's files and dependencies are in its bakes and in no other."""
+    result = cookies.bake(extra_context={"web_framework": web_framework})
+    project = Path(result.project_path)
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+    dependencies = " ".join(pyproject["project"]["dependencies"])
+    for framework, paths in WEB_FRAMEWORK_FILES.items():
+        chosen = framework == web_framework
+        for path in paths:
+            assert (project / path.format(slug=project.name)).is_file() == chosen, path
+        assert (framework in dependencies) == chosen
 
 
 @pytest.mark.parametrize(

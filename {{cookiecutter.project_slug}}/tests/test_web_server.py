@@ -1,0 +1,155 @@
+"""The HTTP service in a real uvicorn server: load, clients that hang up, database restarts."""
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from sqlalchemy import URL, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from {{ cookiecutter.project_slug }} import database
+from {{ cookiecutter.project_slug }}.web import create_app
+
+from .servers import PROJECT_ROOT, free_port, running_server
+from .server_state import count_tutorials, idle_in_transaction
+
+
+@asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[str]:
+    """Run `app` in uvicorn on a free port of this process's loop; yield its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "uvicorn did not start"
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def settled(engine: AsyncEngine) -> tuple[int, int]:
+    """Connections checked out of the app's pool and idle-in-transaction backends, once both
+    reach 0 or 10 seconds pass (a backend's state changes just after its client's)."""
+    for _ in range(100):
+        state = database.engine.pool.checkedout(), await idle_in_transaction(engine)  # type: ignore[attr-defined]
+        if state == (0, 0):
+            break
+        await asyncio.sleep(0.1)
+    return state
+
+
+@pytest.mark.commits
+async def test_five_hundred_concurrent_requests(engine: AsyncEngine) -> None:
+    """500 concurrent writes and reads: all succeed; no connection or transaction is left."""
+    async with (
+        serving(create_app()) as base_url,
+        httpx.AsyncClient(
+            base_url=base_url, timeout=60, limits=httpx.Limits(max_connections=500)
+        ) as client,
+    ):
+        seed = (await client.post("/tutorials", json={"name": "load seed"})).json()["tutorial_id"]
+        requests = [
+            *(client.post("/tutorials", json={"name": f"load {n}"}) for n in range(200)),
+            *(client.get(f"/tutorials/{seed}") for _ in range(150)),
+            *(client.get("/tutorials", params={"limit": 20}) for _ in range(100)),
+            *(client.get("/ready") for _ in range(50)),
+        ]
+        responses = await asyncio.gather(*requests)
+        statuses = sorted({response.status_code for response in responses})
+        assert statuses == [200, 201]
+        assert await settled(engine) == (0, 0)
+    assert await count_tutorials(engine, "load ") == 201
+
+
+@pytest.mark.commits
+async def test_clients_hanging_up_mid_request_leave_no_transaction(engine: AsyncEngine) -> None:
+    """Clients give up while their requests wait on a lock: nothing is left open after."""
+    async with (
+        serving(create_app()) as base_url,
+        httpx.AsyncClient(base_url=base_url, timeout=0.5) as client,
+    ):
+        async with engine.connect() as blocker:
+            await blocker.execute(text("LOCK TABLE tutorials IN ACCESS EXCLUSIVE MODE"))
+            results = await asyncio.gather(
+                *(client.post("/tutorials", json={"name": f"gone {n}"}) for n in range(20)),
+                return_exceptions=True,
+            )
+            assert all(isinstance(result, httpx.ReadTimeout) for result in results)
+            await blocker.rollback()  # the waiting requests go on, with nobody to answer
+        assert await settled(engine) == (0, 0)
+
+
+@pytest.fixture(scope="module")
+def own_server() -> Iterator[tuple[Any, URL]]:
+    """A PostgreSQL server of this module's own, to restart; skipped without server binaries."""
+    with running_server("web_restart_tester", "web_restarts") as server_and_url:
+        yield server_and_url
+
+
+@pytest.mark.commits
+async def test_a_database_restart_under_a_running_server(own_server: tuple[Any, URL]) -> None:
+    """Three workers migrating an empty database at startup all start; while it is down,
+    /ready and the routes answer 503; once it is back, the next requests succeed."""
+    server, url = own_server
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "--port", str(port), "--workers", "3"]
+    environment = {
+        **os.environ,
+        "DATABASE_URL": url.render_as_string(hide_password=False),
+        "MIGRATE_ON_STARTUP": "true",
+    }
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        "{{ cookiecutter.project_slug }}.web:app",
+        cwd=PROJECT_ROOT,
+        env=environment,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    lines: list[str] = []
+
+    async def read_log() -> None:
+        assert process.stderr is not None
+        async for line in process.stderr:
+            lines.append(line.decode())
+
+    reader = asyncio.create_task(read_log())
+    # A new connection per request: the workers take turns accepting them.
+    one_per_request = httpx.Limits(max_keepalive_connections=0)
+    try:
+        for _ in range(600):  # every worker migrated (or found it done) and started
+            if "".join(lines).count("Application startup complete") == 3:
+                break
+            assert process.returncode is None, "".join(lines)
+            await asyncio.sleep(0.1)
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=10, limits=one_per_request
+        ) as client:
+            assert (await client.get("/ready")).status_code == 200
+            assert (await client.post("/tutorials", json={"name": "before"})).status_code == 201
+            await asyncio.to_thread(server.stop)
+            assert (await client.get("/health")).status_code == 200
+            assert (await client.get("/ready")).status_code == 503
+            assert (await client.post("/tutorials", json={"name": "lost"})).status_code == 503
+            await asyncio.to_thread(server.start)
+            assert (await client.get("/ready")).status_code == 200
+            for number in range(6):
+                created = await client.post("/tutorials", json={"name": f"after {number}"})
+                assert created.status_code == 201
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), timeout=30)
+        await reader
+    log = "".join(lines)
+    assert log.count("Application startup complete") == 3, log
+    assert (url.password or "") not in log
+    assert "Traceback" not in log
