@@ -16,8 +16,8 @@ from {{ cookiecutter.project_slug }}.repository import save_tutorial
 from {{ cookiecutter.project_slug }}.web import Session, create_app
 
 from .conftest import settings_for
-from .servers import free_port
 from .server_state import count_tutorials
+from .servers import free_port
 
 ROUTES = {
     ("GET", "/health"),

@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from {{ cookiecutter.project_slug }} import database
 from {{ cookiecutter.project_slug }}.web import create_app
 
-from .servers import PROJECT_ROOT, free_port, running_server
 from .server_state import count_tutorials, idle_in_transaction
+from .servers import PROJECT_ROOT, free_port, running_server
 
 
 @asynccontextmanager
