@@ -6,10 +6,7 @@ import os
 import re
 import secrets
 import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -29,6 +26,7 @@ from {{ cookiecutter.project_slug }}.repository import save_tutorial, save_tutor
 
 from .conftest import scratch_name, settings_for, temporary_database
 from .server_state import count_tutorials, idle_in_transaction
+from .servers import find_pgbouncer, free_port, running_pgbouncer, scratch_directory
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 Bind = Callable[[AsyncEngine], None]
@@ -44,19 +42,6 @@ def load_local_postgres() -> ModuleType:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def scratch_directory() -> Path:
-    """A fresh directory that the server's unprivileged user (when we are root) can reach."""
-    path = Path(tempfile.mkdtemp(prefix="resilience-"))
-    path.chmod(0o755)
-    return path
 
 
 async def save_in_own_session(name: str) -> None:
@@ -194,45 +179,14 @@ async def test_a_restarted_server_costs_no_failed_request(
         await engine.dispose()
 
 
-def userlist_line(user: str, password: str) -> str:
-    """A line of PgBouncer's auth_file: both fields double-quoted, inner quotes doubled."""
-    return " ".join('"{}"'.format(field.replace('"', '""')) for field in (user, password))
-
-
 @pytest.fixture(scope="module")
 def pgbouncer(engine: AsyncEngine) -> Iterator[URL]:
     """PgBouncer in transaction pooling mode in front of the test server; skipped if absent."""
-    binary = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
+    binary = find_pgbouncer()
     if binary is None:
         pytest.skip("pgbouncer is not installed")
-    server_url, port, scratch = engine.url, free_port(), scratch_directory()
-    userlist = scratch / "userlist.txt"
-    userlist.write_text(userlist_line(server_url.username or "", server_url.password or ""))
-    userlist.chmod(0o600)
-    (scratch / "pgbouncer.ini").write_text(
-        f"[databases]\n* = host={server_url.host} port={server_url.port}\n"
-        f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
-        f"auth_type = scram-sha-256\nauth_file = {userlist}\n"
-        "pool_mode = transaction\nmax_client_conn = 1000\ndefault_pool_size = 20\n"
-    )
-    command = [binary, str(scratch / "pgbouncer.ini")]
-    if os.geteuid() == 0:  # pgbouncer refuses to run as root
-        shutil.chown(userlist, "postgres")
-        command = ["runuser", "-u", "postgres", "--", *command]
-    with (scratch / "pgbouncer.log").open("wb") as log:
-        process = subprocess.Popen(command, cwd="/", stdout=log, stderr=log)
-        try:
-            for _ in range(100):
-                with socket.socket() as probe:
-                    if probe.connect_ex(("127.0.0.1", port)) == 0:
-                        break
-                assert process.poll() is None, (scratch / "pgbouncer.log").read_text()
-                time.sleep(0.05)
-            yield server_url.set(host="127.0.0.1", port=port)
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
-            shutil.rmtree(scratch, ignore_errors=True)
+    with running_pgbouncer(binary, engine.url) as url:
+        yield url
 
 
 @pytest.mark.commits
