@@ -406,7 +406,10 @@ def report(
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows(results, single)))
-    print("\n| bulk, 50,000 rows per save | | rows/s | ratio to raw COPY | | | client CPU µs / row |")
+    print(
+        f"\n| bulk, {BULK_ROWS:,} rows per save | | rows/s | ratio to raw COPY | | "
+        "| client CPU µs / row |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     copy = results.rate("raw asyncpg COPY, c=1", BULK_ROWS)
     for name in bulk:
