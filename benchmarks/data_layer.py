@@ -1,58 +1,140 @@
-"""Benchmark a baked project's data layer against its alternatives, side by side.
+"""Benchmark a baked project's data layer against raw asyncpg, side by side.
 
 Run inside a baked project, with its venv and its .env (`make bench` does all of that):
 
     python benchmarks/data_layer.py <package> [--rounds 5]
 
-Each round runs every variant on an emptied table: single-row saves with the variants taking
-turns (one save each at concurrency 1, a twentieth of the saves each at 20), so that all of
-them see the same machine; bulk saves likewise, one each in turn. The table shows medians over
-the rounds and each variant's ratio to the reference of its group.
+Single-row saves run at concurrency 1, 20 and 200, the variants taking turns in short slices
+so that all of them see the same machine; bulk saves take turns likewise. Both sides get the
+same connection limits: raw asyncpg's pool keeps `DATABASE_POOL_SIZE` connections and may open
+up to `DATABASE_MAX_OVERFLOW` more, as the engine's pool may. For each variant the table shows
+the median rows/s over the rounds, its ratio to raw asyncpg, and what each save cost: round
+trips (requests written to the database sockets), connections opened, and client CPU. With
+pgbouncer installed, a second table compares sessions through PgBouncer with a client-side
+pool and without one (the template's PgBouncer mode before issue #13). The exit code is 1 when
+a printed target is missed.
 """
 
 import argparse
 import asyncio
+import asyncio.selector_events
 import gc
 import importlib
+import importlib.util
 import os
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import asyncpg
 import sqlalchemy
-from sqlalchemy import insert, text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import sessionmaker
+from pydantic import SecretStr
+from sqlalchemy import URL, insert, text
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.pool import NullPool
 
-SINGLE_SAVES = {1: 600, 20: 1_600}  # concurrency: saves per variant per round
-SLICES = 20  # concurrent saves run in this many turns, the variants taking turns
+# Concurrency: (slices per variant and round, saves per slice).
+SINGLE = {1: (6, 50), 20: (5, 200), 200: (3, 400)}
+BOUNCED = {1: (2, 30), 20: (2, 150)}
 BULK_ROWS = 50_000
-BULK_REPEATS = 4  # bulk saves per variant per round, the variants taking turns
+BULK_REPEATS = 2  # bulk saves per variant per round, the variants taking turns
+RAW = "raw asyncpg, transaction per save"
 TARGETS = [  # (variant, reference, minimum ratio)
-    ("get_session, c=1", "bare async_sessionmaker, c=1", 0.95),
-    ("get_session, c=20", "bare async_sessionmaker, c=20", 0.95),
-    ("save_tutorials (COPY)", "raw asyncpg COPY", 0.80),
+    ("get_session + save_tutorial (ORM), c=20", f"{RAW}, c=20", 0.35),
+    ("get_session + insert_tutorial (Core), c=20", f"{RAW}, c=20", 0.5),
+    ("get_session + save_tutorial (ORM), c=1", "bare async_sessionmaker (ORM), c=1", 0.95),
+    ("get_session + save_tutorial (ORM), c=20", "bare async_sessionmaker (ORM), c=20", 0.95),
+    ("save_tutorials (COPY), c=1", "raw asyncpg COPY, c=1", 0.8),
+    ("PgBouncer: sessions, pooled, c=1", "PgBouncer: sessions, NullPool (before), c=1", 4.0),
+    ("PgBouncer: sessions, pooled, c=20", "PgBouncer: sessions, NullPool (before), c=20", 4.0),
 ]
 
 Operation = Callable[[int], Awaitable[None]]
 
 
-async def run_concurrently(operation: Operation, count: int, concurrency: int) -> float:
-    """Run `operation` `count` times on `concurrency` workers; the seconds it took."""
-    numbers = iter(range(count))
+class Meter:
+    """Counts, for the whole process, requests written to sockets (one per round trip: the
+    driver writes a request, then waits for its answer) and sockets opened (connections)."""
 
-    async def worker() -> None:
-        for number in numbers:
-            await operation(number)
+    writes = 0
+    connections = 0
 
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return time.perf_counter() - started
+    @classmethod
+    def install(cls) -> None:
+        transport: Any = asyncio.selector_events._SelectorSocketTransport
+        write, init = transport.write, transport.__init__
+
+        def counting_write(self: Any, data: Any) -> None:
+            cls.writes += 1
+            write(self, data)
+
+        def counting_writelines(self: Any, buffers: Any) -> None:
+            cls.writes += 1
+            write(self, b"".join(buffers))
+
+        def counting_init(self: Any, *args: Any, **kwargs: Any) -> None:
+            cls.connections += 1
+            init(self, *args, **kwargs)
+
+        transport.write, transport.writelines = counting_write, counting_writelines
+        transport.__init__ = counting_init
+
+
+@dataclass
+class Totals:
+    """What one variant spent in one round."""
+
+    saves: int = 0
+    seconds: float = 0.0
+    cpu: float = 0.0
+    writes: int = 0
+    connections: int = 0
+
+    async def run(self, operation: Operation, count: int, concurrency: int) -> None:
+        """Run `operation` `count` times on `concurrency` workers, adding up what it cost."""
+        numbers = iter(range(count))
+
+        async def worker() -> None:
+            for number in numbers:
+                await operation(number)
+
+        writes, connections = Meter.writes, Meter.connections
+        started, cpu = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        self.seconds += time.perf_counter() - started
+        self.cpu += time.process_time() - cpu
+        self.writes += Meter.writes - writes
+        self.connections += Meter.connections - connections
+        self.saves += count
+
+
+@dataclass
+class Results:
+    """Every round's totals, per variant (named with its concurrency)."""
+
+    rounds: dict[str, list[Totals]] = field(default_factory=dict)
+
+    def add(self, name: str, totals: Totals) -> None:
+        self.rounds.setdefault(name, []).append(totals)
+
+    def rate(self, name: str, rows_per_save: int = 1) -> float:
+        return statistics.median(t.saves * rows_per_save / t.seconds for t in self.rounds[name])
+
+    def per_save(self, name: str) -> tuple[float, float, float]:
+        """Round trips, connections opened and client CPU µs per save, over all rounds."""
+        saves = sum(t.saves for t in self.rounds[name])
+        return (
+            sum(t.writes for t in self.rounds[name]) / saves,
+            sum(t.connections for t in self.rounds[name]) / saves,
+            sum(t.cpu for t in self.rounds[name]) / saves * 1e6,
+        )
 
 
 def rotated(names: list[str], by: int) -> list[str]:
@@ -61,16 +143,19 @@ def rotated(names: list[str], by: int) -> list[str]:
 
 
 async def interleaved(
-    operations: dict[str, Operation], count: int, concurrency: int, round_number: int
-) -> dict[str, float]:
-    """Saves per second of each operation, the operations taking turns so that all of them
-    see the same machine: one save each at a time without concurrency, else SLICES turns."""
-    turns = count if concurrency == 1 else SLICES
-    seconds = dict.fromkeys(operations, 0.0)
-    for turn in range(turns):
-        for name in rotated(list(operations), round_number + turn):
-            seconds[name] += await run_concurrently(operations[name], count // turns, concurrency)
-    return {name: count / spent for name, spent in seconds.items()}
+    operations: dict[str, Operation],
+    levels: dict[int, tuple[int, int]],
+    round_number: int,
+    results: Results,
+) -> None:
+    """Each operation at each concurrency, the operations taking turns slice by slice."""
+    for concurrency, (slices, saves) in levels.items():
+        totals = {name: Totals() for name in operations}
+        for turn in range(slices):
+            for name in rotated(list(operations), round_number + turn):
+                await totals[name].run(operations[name], saves, concurrency)
+        for name, spent in totals.items():
+            results.add(f"{name}, c={concurrency}", spent)
 
 
 class Variants:
@@ -86,33 +171,22 @@ class Variants:
 
     async def with_get_session(self, number: int) -> None:
         async with self.database.get_session() as session:
-            session.add(self.tutorial(name=f"get_session {number}"))
+            await self.repository.save_tutorial(session, f"get_session {number}")
+
+    async def with_core_fast_path(self, number: int) -> None:
+        async with self.database.get_session() as session:
+            await self.repository.insert_tutorial(session, f"core {number}")
 
     async def with_bare_sessionmaker(self, number: int) -> None:
         async with self.bare() as session:
-            session.add(self.tutorial(name=f"bare {number}"))
-            await session.commit()
-
-    async def with_tutorial_pattern(self, number: int) -> None:
-        """The tutorial's code, repaired only enough to run: a sessionmaker per call."""
-
-        @asynccontextmanager
-        async def get_session() -> Any:
-            factory = sessionmaker(self.database.engine, class_=AsyncSession)  # type: ignore[call-overload]
-            async with factory() as session:
-                try:
-                    yield session
-                except BaseException:
-                    await session.rollback()
-                    raise
-
-        async with get_session() as session:
-            session.add(self.tutorial(name=f"tutorial {number}"))
+            await self.repository.save_tutorial(session, f"bare {number}")
             await session.commit()
 
     async def with_raw_asyncpg(self, number: int) -> None:
         async with self.raw_pool.acquire() as connection, connection.transaction():
-            await connection.execute("INSERT INTO tutorials (name) VALUES ($1)", f"raw {number}")
+            await connection.fetchval(
+                "INSERT INTO tutorials (name) VALUES ($1) RETURNING tutorial_id", f"raw {number}"
+            )
 
     async def bulk_save_tutorials(self, _: int) -> None:
         async with self.database.get_session() as session:
@@ -135,12 +209,15 @@ class Variants:
             )
 
     def single_saves(self) -> dict[str, Operation]:
-        return {
-            "get_session": self.with_get_session,
-            "bare async_sessionmaker": self.with_bare_sessionmaker,
-            "tutorial pattern (sessionmaker per call)": self.with_tutorial_pattern,
-            "raw asyncpg, transaction per save": self.with_raw_asyncpg,
+        saves = {
+            "get_session + save_tutorial (ORM)": self.with_get_session,
+            "get_session + insert_tutorial (Core)": self.with_core_fast_path,
+            "bare async_sessionmaker (ORM)": self.with_bare_sessionmaker,
+            RAW: self.with_raw_asyncpg,
         }
+        if not hasattr(self.repository, "insert_tutorial"):  # a project from before #13
+            del saves["get_session + insert_tutorial (Core)"]
+        return saves
 
     def bulk_saves(self) -> dict[str, Operation]:
         return {
@@ -150,81 +227,202 @@ class Variants:
             "raw asyncpg COPY": self.bulk_raw_copy,
         }
 
+    def through_pgbouncer(
+        self, settings: Any, raw_pool: asyncpg.Pool
+    ) -> tuple[dict[str, Operation], list[AsyncEngine]]:
+        """Sessions through PgBouncer with this project's PgBouncer mode, without a client
+        pool as before, and raw asyncpg through it (statement cache off, same pool size)."""
+        pooled = self.database.create_engine(settings)
+        unpooled = self.database.create_engine(settings, poolclass=NullPool)
+
+        def saving(engine: AsyncEngine) -> Operation:
+            factory = async_sessionmaker(engine, expire_on_commit=False)
+
+            async def save(number: int) -> None:
+                async with factory() as session:
+                    await self.repository.save_tutorial(session, f"bounced {number}")
+                    await session.commit()
+
+            return save
+
+        async def raw(number: int) -> None:
+            async with raw_pool.acquire() as connection, connection.transaction():
+                await connection.fetchval(
+                    "INSERT INTO tutorials (name) VALUES ($1) RETURNING tutorial_id",
+                    f"bounced raw {number}",
+                )
+
+        operations = {
+            "PgBouncer: sessions, pooled": saving(pooled),
+            "PgBouncer: sessions, NullPool (before)": saving(unpooled),
+            "PgBouncer: raw asyncpg": raw,
+        }
+        return operations, [pooled, unpooled]
+
     async def empty_table(self) -> None:
         async with self.raw_pool.acquire() as connection:
             await connection.execute("TRUNCATE tutorials")
 
 
-async def benchmark(package: str, rounds: int) -> int:
-    settings = importlib.import_module(f"{package}.settings").get_settings()
-    dsn = settings.database_url_object.set(drivername="postgresql")
-    raw_pool = await asyncpg.create_pool(
-        dsn.render_as_string(hide_password=False), min_size=20, max_size=20
-    )
-    async with raw_pool.acquire() as connection:
-        # Every single-row variant waits for the same WAL flush at commit; on a shared disk its
-        # jitter would drown the differences in client-side work that this benchmark compares.
+def load_servers_module() -> ModuleType:
+    """The baked project's tests/servers.py (how its tests run PgBouncer)."""
+    spec = importlib.util.spec_from_file_location("servers", Path("tests") / "servers.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def pgbouncer(url: URL) -> AbstractContextManager[URL | None]:
+    """PgBouncer (transaction mode) in front of `url`'s server while in use, if installed."""
+    servers = load_servers_module() if (Path("tests") / "servers.py").is_file() else None
+    binary = servers.find_pgbouncer() if servers else None
+    if servers is None or binary is None:
+        return nullcontext()
+    return servers.running_pgbouncer(binary, url)  # type: ignore[no-any-return]
+
+
+def raw_dsn(url: URL) -> str:
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def set_synchronous_commit(pool: asyncpg.Pool, value: str) -> None:
+    # Every single-row variant waits for the same WAL flush at commit; on a shared disk its
+    # jitter would drown the differences in client-side work that this benchmark compares.
+    async with pool.acquire() as connection:
         await connection.execute(
-            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET synchronous_commit = off',"
-            " current_database()); END $$"
+            f"DO $$ BEGIN EXECUTE format('ALTER DATABASE %I {value}', current_database()); END $$"
         )
+
+
+async def benchmark(package: str, rounds: int) -> int:
+    settings_module = importlib.import_module(f"{package}.settings")
+    settings = settings_module.get_settings()
+    url = settings.database_url_object
+    limits = {
+        "min_size": settings.database_pool_size,
+        "max_size": settings.database_pool_size + settings.database_max_overflow,
+    }
+    raw_pool = await asyncpg.create_pool(raw_dsn(url), **limits)
+    await set_synchronous_commit(raw_pool, "SET synchronous_commit = off")
     await raw_pool.expire_connections()
     variants = Variants(package, raw_pool)
     single, bulk = variants.single_saves(), variants.bulk_saves()
-    rates: dict[str, list[float]] = {
-        **{f"{name}, c={c}": [] for c in SINGLE_SAVES for name in single},
-        **{name: [] for name in bulk},
-    }
+    results = Results()
+    Meter.install()
     try:
         async with variants.database.engine.connect() as connection:
             server = (await connection.scalar(text("SHOW server_version"))) or "?"
-        for operation in [*single.values(), *bulk.values()]:  # fill pools and statement caches
-            await run_concurrently(operation, 20, 20 if operation in single.values() else 1)
+        for operation in single.values():  # fill pools and statement caches
+            await Totals().run(operation, 200, 20)
+        for operation in bulk.values():
+            await Totals().run(operation, 1, 1)
         for round_number in range(rounds):
             await variants.empty_table()
             gc.collect()
-            for concurrency, count in SINGLE_SAVES.items():
-                measured = await interleaved(single, count, concurrency, round_number)
-                for name, rate in measured.items():
-                    rates[f"{name}, c={concurrency}"].append(rate)
+            await interleaved(single, SINGLE, round_number, results)
             await variants.empty_table()
             gc.collect()
-            for name, rate in (await interleaved(bulk, BULK_REPEATS, 1, round_number)).items():
-                rates[name].append(BULK_ROWS * rate)
+            await interleaved(bulk, {1: (BULK_REPEATS, 1)}, round_number, results)
             print(f"round {round_number + 1}/{rounds} done", file=sys.stderr)
+        bounced = await bench_pgbouncer(variants, settings_module, url, limits, rounds, results)
     finally:
-        async with raw_pool.acquire() as connection:
-            await connection.execute(
-                "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I RESET synchronous_commit',"
-                " current_database()); END $$"
-            )
+        await set_synchronous_commit(raw_pool, "RESET synchronous_commit")
         await raw_pool.close()
         await variants.database.dispose()
-    return report(rates, rounds, server)
+    return report(results, rounds, server, settings, [*single, *bounced], list(bulk))
 
 
-def report(rates: dict[str, list[float]], rounds: int, server: str) -> int:
-    medians = {name: statistics.median(values) for name, values in rates.items()}
-    references = {
-        "c=1": medians["bare async_sessionmaker, c=1"],
-        "c=20": medians["bare async_sessionmaker, c=20"],
-        "bulk": medians["raw asyncpg COPY"],
-    }
+async def bench_pgbouncer(
+    variants: Variants,
+    settings_module: ModuleType,
+    url: URL,
+    limits: dict[str, int],
+    rounds: int,
+    results: Results,
+) -> list[str]:
+    """The PgBouncer rounds, when pgbouncer is installed; the names of its variants."""
+    with pgbouncer(url) as bounced_url:
+        if bounced_url is None:
+            print("pgbouncer is not installed: no PgBouncer section", file=sys.stderr)
+            return []
+        settings = settings_module.Settings(
+            database_url=SecretStr(bounced_url.render_as_string(hide_password=False)),
+            database_pgbouncer=True,
+        )
+        raw_pool = await asyncpg.create_pool(raw_dsn(bounced_url), statement_cache_size=0, **limits)
+        operations, engines = variants.through_pgbouncer(settings, raw_pool)
+        try:
+            for operation in operations.values():
+                await Totals().run(operation, 40, 20)
+            for round_number in range(rounds):
+                await variants.empty_table()
+                await interleaved(operations, BOUNCED, round_number, results)
+                print(f"PgBouncer round {round_number + 1}/{rounds} done", file=sys.stderr)
+        finally:
+            await raw_pool.close()
+            for engine in engines:
+                await engine.dispose()
+        return list(operations)
+
+
+def rows(results: Results, names: list[str]) -> Iterator[str]:
+    for name in names:
+        for key in sorted(
+            (key for key in results.rounds if key.rsplit(", c=", 1)[0] == name),
+            key=lambda key: int(key.rsplit("=", 1)[1]),
+        ):
+            concurrency = key.rsplit(", c=", 1)[1]
+            raw = f"{RAW}, c={concurrency}"
+            if name.startswith("PgBouncer"):
+                raw = f"PgBouncer: raw asyncpg, c={concurrency}"
+            trips, connections, cpu = results.per_save(key)
+            yield (
+                f"| {name} | {concurrency} | {results.rate(key):,.0f} "
+                f"| {results.rate(key) / results.rate(raw):.2f} | {trips:.2f} "
+                f"| {connections * 1000:.1f} | {cpu:,.0f} |"
+            )
+
+
+def report(
+    results: Results,
+    rounds: int,
+    server: str,
+    settings: Any,
+    single: list[str],
+    bulk: list[str],
+) -> int:
     print(
         f"Python {platform.python_version()}, SQLAlchemy {sqlalchemy.__version__}, "
         f"asyncpg {asyncpg.__version__}, PostgreSQL {server}; {platform.system()} "
-        f"{platform.machine()}, {os.cpu_count()} CPUs; median of {rounds} rounds, "
-        "alternating order; synchronous_commit off.\n"
+        f"{platform.machine()}, {os.cpu_count()} CPUs; median of {rounds} rounds, variants "
+        f"taking turns; synchronous_commit off; pools of {settings.database_pool_size} "
+        f"+ {settings.database_max_overflow} overflow on both sides.\n"
     )
-    print("| variant | rows/s (median) | ratio to reference |")
-    print("|---|---:|---:|")
-    for name, median in medians.items():
-        group = "bulk" if "," not in name else name.rsplit(", ", 1)[1]
-        print(f"| {name} | {median:,.0f} | {median / references[group]:.2f} |")
+    print(
+        "| variant | concurrency | rows/s | ratio to raw asyncpg | round trips / save "
+        "| connections opened / 1,000 saves | client CPU µs / save |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("\n".join(rows(results, single)))
+    print(
+        f"\n| bulk, {BULK_ROWS:,} rows per save | | rows/s | ratio to raw COPY | | "
+        "| client CPU µs / row |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    copy = results.rate("raw asyncpg COPY, c=1", BULK_ROWS)
+    for name in bulk:
+        rate = results.rate(f"{name}, c=1", BULK_ROWS)
+        cpu = results.per_save(f"{name}, c=1")[2] / BULK_ROWS
+        print(f"| {name} | | {rate:,.0f} | {rate / copy:.2f} | | | {cpu:.2f} |")
     print()
     failures = 0
     for variant, reference, minimum in TARGETS:
-        ratio = medians[variant] / medians[reference]
+        if variant not in results.rounds or reference not in results.rounds:
+            print(f"target: {variant} / {reference} (>= {minimum}): not measured")
+            continue
+        ratio = results.rate(variant) / results.rate(reference)
         verdict = "met" if ratio >= minimum else "MISSED"
         failures += verdict == "MISSED"
         print(f"target: {variant} / {reference} = {ratio:.2f} (>= {minimum}): {verdict}")

@@ -1,12 +1,18 @@
-"""PostgreSQL servers of a test's own, run by scripts/local_postgres.py."""
+"""Servers of the tests' own, run by scripts/local_postgres.py: free ports, scratch
+directories, PostgreSQL servers, a PgBouncer in front of ours.
+
+Plain functions, no fixtures and no project imports: the template's benchmark uses them too.
+"""
 
 import importlib.util
 import os
 import secrets
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,3 +84,46 @@ def running_server(
             server.stop()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def userlist_line(user: str, password: str) -> str:
+    """A line of PgBouncer's auth_file: both fields double-quoted, inner quotes doubled."""
+    return " ".join('"{}"'.format(field.replace('"', '""')) for field in (user, password))
+
+
+def find_pgbouncer() -> str | None:
+    return shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
+
+
+@contextmanager
+def running_pgbouncer(binary: str, server_url: URL) -> Iterator[URL]:
+    """PgBouncer in transaction pooling mode in front of `server_url`'s server, until exit:
+    yields `server_url` through PgBouncer."""
+    port, scratch = free_port(), scratch_directory()
+    userlist = scratch / "userlist.txt"
+    userlist.write_text(userlist_line(server_url.username or "", server_url.password or ""))
+    userlist.chmod(0o600)
+    (scratch / "pgbouncer.ini").write_text(
+        f"[databases]\n* = host={server_url.host} port={server_url.port}\n"
+        f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"auth_type = scram-sha-256\nauth_file = {userlist}\n"
+        "pool_mode = transaction\nmax_client_conn = 1000\ndefault_pool_size = 20\n"
+    )
+    command = [binary, str(scratch / "pgbouncer.ini")]
+    if os.geteuid() == 0:  # pgbouncer refuses to run as root
+        shutil.chown(userlist, "postgres")
+        command = ["runuser", "-u", "postgres", "--", *command]
+    with (scratch / "pgbouncer.log").open("wb") as log:
+        process = subprocess.Popen(command, cwd="/", stdout=log, stderr=log)
+        try:
+            for _ in range(100):
+                with socket.socket() as probe:
+                    if probe.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                assert process.poll() is None, (scratch / "pgbouncer.log").read_text()
+                time.sleep(0.05)
+            yield server_url.set(host="127.0.0.1", port=port)
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+            shutil.rmtree(scratch, ignore_errors=True)

@@ -2,7 +2,12 @@
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from {{ cookiecutter.project_slug }}.repository import list_tutorials, save_tutorial, save_tutorials
+from {{ cookiecutter.project_slug }}.repository import (
+    insert_tutorial,
+    list_tutorials,
+    save_tutorial,
+    save_tutorials,
+)
 
 
 async def test_save_tutorial_assigns_an_id(session: AsyncSession) -> None:
@@ -30,5 +35,17 @@ async def test_save_tutorials_copies_inside_the_transaction(session: AsyncSessio
     assert await save_tutorials(session, names) == 1000
     listed = [tutorial.name for tutorial in await list_tutorials(session)]
     assert listed == ["before", *names]
+    await session.rollback()
+    assert await list_tutorials(session) == []
+
+
+async def test_insert_tutorial_returns_the_id_inside_the_transaction(
+    session: AsyncSession,
+) -> None:
+    """The Core fast path stores the row, returns its id, and rolls back with the session."""
+    tutorial_id = await insert_tutorial(session, "fast")
+    assert [(t.tutorial_id, t.name) for t in await list_tutorials(session)] == [
+        (tutorial_id, "fast")
+    ]
     await session.rollback()
     assert await list_tutorials(session) == []

@@ -2,16 +2,16 @@
 
 import asyncio
 import os
-import shutil
-import socket
-import subprocess
+import re
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
-from sqlalchemy import URL, text
+from sqlalchemy import URL, event, text
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -22,7 +22,12 @@ from {{ cookiecutter.project_slug }}.repository import save_tutorial, save_tutor
 
 from .conftest import scratch_name, settings_for, temporary_database
 from .server_state import count_tutorials, idle_in_transaction
-from .servers import PROJECT_ROOT, free_port, running_server, scratch_directory
+from .servers import (
+    PROJECT_ROOT,
+    find_pgbouncer,
+    running_pgbouncer,
+    running_server,
+)
 
 Bind = Callable[[AsyncEngine], None]
 
@@ -146,45 +151,14 @@ async def test_a_restarted_server_costs_no_failed_request(
         await engine.dispose()
 
 
-def userlist_line(user: str, password: str) -> str:
-    """A line of PgBouncer's auth_file: both fields double-quoted, inner quotes doubled."""
-    return " ".join('"{}"'.format(field.replace('"', '""')) for field in (user, password))
-
-
 @pytest.fixture(scope="module")
 def pgbouncer(engine: AsyncEngine) -> Iterator[URL]:
     """PgBouncer in transaction pooling mode in front of the test server; skipped if absent."""
-    binary = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
+    binary = find_pgbouncer()
     if binary is None:
         pytest.skip("pgbouncer is not installed")
-    server_url, port, scratch = engine.url, free_port(), scratch_directory()
-    userlist = scratch / "userlist.txt"
-    userlist.write_text(userlist_line(server_url.username or "", server_url.password or ""))
-    userlist.chmod(0o600)
-    (scratch / "pgbouncer.ini").write_text(
-        f"[databases]\n* = host={server_url.host} port={server_url.port}\n"
-        f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
-        f"auth_type = scram-sha-256\nauth_file = {userlist}\n"
-        "pool_mode = transaction\nmax_client_conn = 1000\ndefault_pool_size = 20\n"
-    )
-    command = [binary, str(scratch / "pgbouncer.ini")]
-    if os.geteuid() == 0:  # pgbouncer refuses to run as root
-        shutil.chown(userlist, "postgres")
-        command = ["runuser", "-u", "postgres", "--", *command]
-    with (scratch / "pgbouncer.log").open("wb") as log:
-        process = subprocess.Popen(command, cwd="/", stdout=log, stderr=log)
-        try:
-            for _ in range(100):
-                with socket.socket() as probe:
-                    if probe.connect_ex(("127.0.0.1", port)) == 0:
-                        break
-                assert process.poll() is None, (scratch / "pgbouncer.log").read_text()
-                time.sleep(0.05)
-            yield server_url.set(host="127.0.0.1", port=port)
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
-            shutil.rmtree(scratch, ignore_errors=True)
+    with running_pgbouncer(binary, engine.url) as url:
+        yield url
 
 
 @pytest.mark.commits
@@ -229,3 +203,186 @@ async def test_alembic_upgrade_through_pgbouncer(pgbouncer: URL) -> None:
         )
         output, _ = await process.communicate()
         assert process.returncode == 0, output.decode()
+
+
+def statements_logged(log: Path, offset: int, pid: int) -> list[str]:
+    """What backend `pid` was asked since `offset` in a log with every statement's duration:
+    a simple query, a prepare (Parse) or an execute is one round trip each."""
+    found = re.findall(
+        rf"\[{pid}\] LOG:  duration: \S+ ms  (statement|parse|execute)[^:]*: ([^\n]*)",
+        log.read_text()[offset:],
+    )
+    return [f"{kind}: {query}" for kind, query in found]
+
+
+@pytest.mark.commits
+async def test_a_save_on_a_warm_pool_is_three_round_trips(
+    own_server: tuple[Any, URL], bind_get_session: Bind
+) -> None:
+    """A one-row save through get_session(): BEGIN, INSERT … RETURNING, COMMIT, as the server
+    logs them, and nothing else (no ping)."""
+    server, url = own_server
+    logged = {"server_settings": {"log_min_duration_statement": "0"}}  # superuser-only setting
+    engine = create_engine(settings_for(url), pool_size=1, connect_args=logged)
+    bind_get_session(engine)
+    try:
+        await upgrade(engine)
+        for number in range(3):  # warm: connected, the INSERT prepared and cached
+            await save_in_own_session(f"warm-up {number}")
+        async with engine.connect() as connection:
+            pid = int(await connection.scalar(text("SELECT pg_backend_pid()")) or 0)
+        log = server.data_dir / "server.log"
+        offset = len(log.read_text())
+        await save_in_own_session("counted")
+        for _ in range(50):  # the server writes its log a moment after answering
+            if len(statements := statements_logged(log, offset, pid)) >= 3:
+                break
+            await asyncio.sleep(0.05)
+        assert statements == [
+            "statement: BEGIN;",
+            "execute: INSERT INTO tutorials (name) VALUES ($1::VARCHAR)"
+            " RETURNING tutorials.tutorial_id",
+            "statement: COMMIT;",
+        ]
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.commits
+async def test_steady_concurrency_opens_no_connections(engine: AsyncEngine) -> None:
+    """20 tasks saving continuously with the default pool: 3,000 saves after warm-up open
+    no new connection."""
+    opened: list[object] = []
+
+    def count(*connect: object) -> None:
+        opened.append(connect)
+
+    async def save_continuously(saves: int) -> None:
+        names = iter(range(saves))
+
+        async def worker() -> None:
+            for number in names:
+                await save_in_own_session(f"steady {number}")
+
+        await asyncio.gather(*(worker() for _ in range(20)))
+
+    await save_continuously(400)  # warm-up: the pool fills
+    event.listen(engine.sync_engine, "connect", count)
+    try:
+        await save_continuously(3000)
+    finally:
+        event.remove(engine.sync_engine, "connect", count)
+    assert len(opened) == 0
+    assert await count_tutorials(engine, "steady ") == 3400
+
+
+class SilentProxy:
+    """A TCP proxy to the test server. `vanish()` makes the connections open at that moment go
+    silent, as when a NAT or firewall drops them: nothing forwarded, nothing closed. New
+    connections are forwarded as before."""
+
+    def __init__(self, target: URL) -> None:
+        self.target = target
+        self.silenced: set[asyncio.StreamWriter] = set()
+        self.open: set[asyncio.StreamWriter] = set()
+        self.pumps: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> URL:
+        self.server = await asyncio.start_server(self.forward, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return self.target.set(host="127.0.0.1", port=port)
+
+    def vanish(self) -> None:
+        self.silenced |= self.open
+
+    async def forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream = await asyncio.open_connection(
+            self.target.host, self.target.port
+        )
+        self.open |= {writer, upstream}
+        for source, sink in ((reader, upstream), (upstream_reader, writer)):
+            self.pumps.add(asyncio.create_task(self.pump(source, sink)))
+
+    async def pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        while data := await source.read(65536):
+            if sink not in self.silenced:
+                sink.write(data)
+        if sink not in self.silenced:
+            sink.close()
+
+    async def stop(self) -> None:
+        self.server.close()
+        for task in self.pumps:
+            task.cancel()
+        await asyncio.gather(*self.pumps, return_exceptions=True)
+        for writer in self.open:
+            writer.close()
+        await self.server.wait_closed()
+
+
+@pytest.fixture
+async def silent_proxy(engine: AsyncEngine) -> AsyncIterator[SilentProxy]:
+    proxy = SilentProxy(engine.url)
+    yield proxy
+    await proxy.stop()
+
+
+# Seconds a save may take when a peer vanished: the short timeouts these tests set, closing the
+# dead connection (SQLAlchemy allows that 2 s), a new connection, slack for a busy machine.
+# Without the checks it took until TCP gave up: minutes (here: the 30 s wait_for below).
+BOUNDED = 10
+
+
+async def timed_save(name: str) -> tuple[float, BaseException | None]:
+    """Seconds a save took, and what it raised (None when it worked)."""
+    started = time.monotonic()
+    try:
+        await asyncio.wait_for(save_in_own_session(name), timeout=30)  # a hang fails the test
+    except Exception as error:
+        return time.monotonic() - started, error
+    return time.monotonic() - started, None
+
+
+@pytest.mark.commits
+async def test_a_silently_vanished_peer_of_an_idle_connection_costs_no_failure(
+    engine: AsyncEngine, silent_proxy: SilentProxy, bind_get_session: Bind
+) -> None:
+    """A pooled connection went silent while idle past database_pool_ping_idle: the ping
+    times out, the pool opens a new connection, and the save works."""
+    settings = settings_for(
+        await silent_proxy.start(), database_pool_ping_idle=0.2, database_pool_ping_timeout=0.5
+    )
+    proxied = create_engine(settings, pool_size=1, max_overflow=0)
+    bind_get_session(proxied)
+    try:
+        assert await timed_save("before vanishing") == (ANY, None)
+        silent_proxy.vanish()
+        await asyncio.sleep(0.3)
+        seconds, error = await timed_save("after vanishing")
+        assert error is None
+        assert seconds < BOUNDED
+        assert await count_tutorials(engine, "after vanishing") == 1
+    finally:
+        await proxied.dispose()
+
+
+@pytest.mark.commits
+async def test_a_silently_vanished_peer_of_a_busy_connection_costs_one_bounded_failure(
+    engine: AsyncEngine, silent_proxy: SilentProxy, bind_get_session: Bind
+) -> None:
+    """A pooled connection went silent while in steady use (no ping due): the next save fails
+    after database_command_timeout, not later; the one after works on a new connection."""
+    settings = settings_for(await silent_proxy.start(), database_command_timeout=1)
+    proxied = create_engine(settings, pool_size=1, max_overflow=0)
+    bind_get_session(proxied)
+    try:
+        assert await timed_save("before vanishing") == (ANY, None)
+        silent_proxy.vanish()
+        seconds, error = await timed_save("while vanishing")
+        assert isinstance(error, TimeoutError), repr(error)
+        assert seconds < BOUNDED
+        seconds, error = await timed_save("after vanishing")
+        assert error is None
+        assert await count_tutorials(engine, "after vanishing") == 1
+    finally:
+        await proxied.dispose()

@@ -285,11 +285,21 @@ class Settings(BaseSettings):
     # A secret: pydantic shows it as '**********' in repr, str and validation errors.
     database_url: SecretStr
     database_echo: bool = False
-    database_pool_size: int = 10
+    # Kept open: covers typical concurrency, so steady load opens no connections (README).
+    database_pool_size: int = 20
+    # Opened for bursts beyond the pool, closed again when returned to a full pool.
     database_max_overflow: int = 10
     database_pool_timeout: float = 30.0
     # Recycle before common server/proxy idle timeouts close a connection under us.
     database_pool_recycle: int = 1800
+    # A connection idle in the pool this many seconds is pinged before use (a NAT or proxy
+    # may have dropped it silently); busier ones go out unchecked but for the closed check.
+    database_pool_ping_idle: float = 30.0
+    # Seconds a ping may take before its connection is replaced.
+    database_pool_ping_timeout: float = 5.0
+    # Seconds a statement may wait for the server before it fails (0: forever), so a peer
+    # that vanished silently costs one bounded failure, never a hang.
+    database_command_timeout: float = 60.0
     # PgBouncer in transaction mode: no prepared-statement cache (sqlalchemy#6467).
     database_pgbouncer: bool = False
 
