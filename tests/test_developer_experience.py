@@ -184,6 +184,31 @@ def test_make_demo_on_a_fresh_clone(on_a_fresh_machine: Runner, tmp_path: Path) 
         shutil.rmtree(baked.parent)
 
 
+def test_make_test_names_pgbouncer_when_it_may_not_install_it() -> None:
+    """No PgBouncer, and not root (no passwordless sudo): `make test` stops at once with one
+    line saying what to install. (As root, the same step installs it with apt-get: CI's.)"""
+    if os.geteuid() != 0:
+        pytest.skip("hiding the system's PgBouncer takes a private mount namespace: root only")
+    scratch = Path(tempfile.mkdtemp(prefix="template-pgbouncer-"))
+    scratch.chmod(0o755)  # the unprivileged user must read the Makefile
+    shutil.copy(TEMPLATE / "Makefile", scratch / "Makefile")
+    installed = [Path("/usr/sbin/pgbouncer")] if Path("/usr/sbin/pgbouncer").exists() else []
+    as_nobody = ("/usr/sbin/runuser", "-u", "nobody", "--", "make", "pgbouncer")
+    try:
+        result = run(
+            scratch,
+            *with_mounts(dict.fromkeys(installed, Path("/dev/null")), *as_nobody),
+            check=False,
+            PATH="/usr/bin:/bin",  # a user's PATH: no sbin, where Debian puts pgbouncer
+        )
+    finally:
+        shutil.rmtree(scratch)
+    assert result.returncode != 0
+    assert result.stderr.splitlines()[0].startswith(
+        "The baked project's pooler tests need PgBouncer: install it (Debian/Ubuntu: sudo apt-get"
+    )
+
+
 def test_the_readme_steps_on_a_fresh_machine_in_a_private_home(
     on_a_fresh_machine: Runner, cookies: Any, tmp_path: Path
 ) -> None:
