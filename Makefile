@@ -67,12 +67,18 @@ demo: install ## Bake with defaults, start a local PostgreSQL, migrate, run the 
 	echo "Stored tutorials:"; \
 	.venv/bin/python -m tutorial_service
 
-bench: install ## Benchmark the baked data layer side by side (prints a Markdown table)
+# One bake with the web service serves both: the data layer, then the service over it; the
+# exit status says whether every printed target was met.
+bench: BAKE_ARGS = web_framework=fastapi
+bench: install ## Benchmark the data layer, then the web service, side by side with raw asyncpg
 	@$(IN_A_FRESH_BAKE) \
-	.venv/bin/python $(CURDIR)/benchmarks/data_layer.py tutorial_service --rounds $(ROUNDS)
+	status=0; \
+	.venv/bin/python $(CURDIR)/benchmarks/data_layer.py tutorial_service --rounds $(ROUNDS) || status=$$?; \
+	.venv/bin/python $(CURDIR)/benchmarks/web.py tutorial_service --rounds $(WEB_ROUNDS) || status=$$?; \
+	exit $$status
 
 bench-web: BAKE_ARGS = web_framework=fastapi
-bench-web: install ## Benchmark the baked web service against raw asyncpg (prints a Markdown table)
+bench-web: install ## The web service's benchmark alone
 	@$(IN_A_FRESH_BAKE) \
 	.venv/bin/python $(CURDIR)/benchmarks/web.py tutorial_service --rounds $(WEB_ROUNDS)
 
