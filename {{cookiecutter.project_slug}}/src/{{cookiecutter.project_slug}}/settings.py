@@ -2,7 +2,7 @@
 
 import re
 import ssl
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -310,15 +310,20 @@ class Settings(BaseSettings):
         _parse(value.get_secret_value())  # certificate files included: refused now, not later
         return value
 
+    @cached_property
+    def _parsed(self) -> tuple[URL, dict[str, Any]]:
+        # Once per settings object, not per use: the SSL context reads certificate files.
+        return _parse(self.database_url.get_secret_value())
+
     @property
     def database_url_object(self) -> URL:
         """The asyncpg URL; its repr and str mask the password."""
-        return to_async_url(self.database_url.get_secret_value())
+        return self._parsed[0]
 
     @property
     def database_connect_args(self) -> dict[str, Any]:
         """The `connect_args` that go with `database_url_object` (see `connect_args`)."""
-        return connect_args(self.database_url.get_secret_value())
+        return dict(self._parsed[1])
 
 
 @lru_cache
