@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from .baking import TEMPLATE, TEMPLATE_UV, UV_ENV, password_in_environment, read_env, run
-from .postgres import free_port, load_local_postgres
+from .postgres import LOCAL_POSTGRES, free_port, load_local_postgres
 
 CHECK_JSONSCHEMA = str(Path(sys.executable).with_name("check-jsonschema"))
 # The template's own tools (uv) on PATH, the baked project's .venv not: no venv is activated.
@@ -159,8 +159,7 @@ def on_a_fresh_machine(tmp_path_factory: pytest.TempPathFactory) -> Runner:
     ) -> subprocess.CompletedProcess[str]:
         return run(project, *with_mounts(hidden, *command), check=check, PATH=path)
 
-    script = TEMPLATE / "{{cookiecutter.project_slug}}" / "scripts" / "local_postgres.py"
-    found = on_a_fresh_machine(TEMPLATE, "python3", str(script), "bindir", check=False)
+    found = on_a_fresh_machine(TEMPLATE, "python3", str(LOCAL_POSTGRES), "bindir", check=False)
     assert found.returncode == 1, f"PostgreSQL binaries still visible: {found.stdout}"
     return on_a_fresh_machine
 

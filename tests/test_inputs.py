@@ -27,7 +27,7 @@ TYPED = st.text(min_size=1, max_size=40).filter(
 PASSWORDS = st.text(min_size=1, max_size=40).filter(str.isprintable)
 
 ADVERSARIAL_CREDENTIALS = [
-    ("app-user", "p@ss:w/rd%41#?&=é 'q\"x", "app-db"),
+    ("app user-ü", "p@ss:w/rd%41#?&=é 'q\"x", "app db-é"),
     ("user with spaces", "%%%25%", "db with spaces"),
     ("ünïcödé", "пароль 密码 🔑", "データベース"),
     ("jinja", "pa{{ 6*7 }}{% raw %}{#", "jinja_db"),
@@ -46,11 +46,15 @@ def check_connects(project: Path, venv: Path) -> None:
 def test_adversarial_credentials_work_end_to_end(
     cookies: Any, postgres: Postgres, project: Path, user: str, password: str, database: str
 ) -> None:
-    """Migrations, the demo and the baked tests all connect with the answers, from .env alone."""
+    """Migrations, the demo and the baked tests all connect with the answers, from .env alone;
+    no file but .env holds the password."""
     baked = bake(cookies, postgres, password, db_user=user, db_name=database)
     venv = project / ".venv"  # the same code, installed once; the baked .env is what differs
     check_connects(baked, venv)
     run(baked, "pytest", "-q", "-p", "no:cacheprovider", venv=venv)
+    for path in baked.rglob("*"):
+        if path.is_file() and path.name != ".env":
+            assert password.encode() not in path.read_bytes(), path
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .baking import bake, install, run
+from .baking import TEMPLATE_UV, bake, install, run
 from .postgres import Postgres
 
 
@@ -63,7 +63,7 @@ def test_autogenerate_without_the_dev_group(
     succeeds, and the hook says the file was not formatted."""
     project = bake(cookies, postgres, db_user="no_dev_user", db_name="no_dev_db")
     venv = tmp_path / "venv"
-    uv = str(Path(sys.executable).with_name("uv"))
+    uv = str(TEMPLATE_UV)
     subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
     subprocess.run(
         [uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"), "-e", str(project)],

@@ -122,10 +122,9 @@ def release_a_new_version(template: Path) -> None:
 
 @dataclass(frozen=True)
 class Versions:
-    """A template repository with two commits: `old` (tagged v1.0.0) and `new` (HEAD)."""
+    """A template repository with two commits: the first tagged v1.0.0, and `new` (HEAD)."""
 
     repository: Path
-    old: str
     new: str
 
 
@@ -147,11 +146,10 @@ def versions(tmp_path_factory: pytest.TempPathFactory) -> Versions:
     git(repository, "add", "-A")
     git(repository, "commit", "-q", "-m", "The template as it is")
     git(repository, "tag", "v1.0.0")
-    old = git(repository, "rev-parse", "HEAD").strip()
     release_a_new_version(repository)
     git(repository, "add", "-A")
     git(repository, "commit", "-q", "-m", "A release")
-    return Versions(repository, old, git(repository, "rev-parse", "HEAD").strip())
+    return Versions(repository, git(repository, "rev-parse", "HEAD").strip())
 
 
 def cruft_create(versions: Versions, output: Path, checkout: str, **context: str) -> Path:
