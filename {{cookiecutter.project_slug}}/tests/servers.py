@@ -4,6 +4,7 @@ directories, PostgreSQL servers, a PgBouncer in front of ours.
 Plain functions, no fixtures and no project imports: the template's benchmark uses them too.
 """
 
+import asyncio
 import importlib.util
 import os
 import secrets
@@ -35,6 +36,27 @@ def load_local_postgres() -> ModuleType:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+async def start_alembic(
+    url: URL | str, *arguments: str, **environment: str
+) -> asyncio.subprocess.Process:
+    """`python -m alembic <arguments>` in the project, with DATABASE_URL=`url` and
+    `environment`; its output piped (see `finished`)."""
+    raw = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    return await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "alembic", *arguments),
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "DATABASE_URL": raw, **environment},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+
+
+async def finished(process: asyncio.subprocess.Process) -> tuple[int | None, str]:
+    """The exit code and output of a started process, waiting two minutes at most."""
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=120)
+    return process.returncode, output.decode()
 
 
 def free_port() -> int:

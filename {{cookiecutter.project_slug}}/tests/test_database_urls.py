@@ -2,10 +2,8 @@
 TLS with a certificate authority made here, unix sockets, host lists, timeouts, settings."""
 
 import asyncio
-import os
 import socket
 import ssl
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,13 +22,15 @@ from sqlalchemy.pool import NullPool
 from {{ cookiecutter.project_slug }}.database import create_engine
 from {{ cookiecutter.project_slug }}.settings import Settings
 
+from .conftest import settings_for
 from .servers import (
-    PROJECT_ROOT,
     built_with_tls,
+    finished,
     free_port,
     hand_to_server,
     running_server,
     scratch_directory,
+    start_alembic,
 )
 
 CERT_USER = "cert_tester"  # logs in with a client certificate, no password
@@ -216,9 +216,7 @@ async def test_sslmodes_without_certificates(
 
 async def test_a_client_certificate_logs_in_without_a_password(tls_server: Server) -> None:
     """sslcert + sslkey (encrypted, sslpassword) log in CERT_USER under `cert` authentication."""
-    superuser = create_engine(
-        Settings(database_url=SecretStr(tls_server.raw())), poolclass=NullPool
-    )
+    superuser = create_engine(settings_for(tls_server.url), poolclass=NullPool)
     try:
         async with superuser.begin() as connection:
             await connection.execute(text(f"CREATE ROLE {CERT_USER} LOGIN"))
@@ -327,13 +325,6 @@ async def test_alembic_and_the_app_take_the_same_arguments(tls_server: Server) -
         application_name="alembic via url",
         options="-c lock_timeout=5000",
     )
-    process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "alembic", "upgrade", "head"),
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "DATABASE_URL": raw},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await process.communicate()
-    assert process.returncode == 0, output.decode()
+    code, output = await finished(await start_alembic(raw, "upgrade", "head"))
+    assert code == 0, output
     assert await ask(raw, "SELECT count(*) FROM alembic_version") == 1

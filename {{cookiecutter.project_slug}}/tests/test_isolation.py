@@ -25,8 +25,8 @@ from .conftest import (
     with_suffix,
 )
 from .server_state import count_tutorials
+from .servers import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 USERS_FIRST_TEST = f"""
 from {database.__package__}.database import get_session
 from {database.__package__}.repository import save_tutorial

@@ -1,9 +1,7 @@
 """`get_session()` under load, cancellation, server restarts, PgBouncer, and shutdown."""
 
 import asyncio
-import os
 import re
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -23,10 +21,11 @@ from {{ cookiecutter.project_slug }}.repository import save_tutorial, save_tutor
 from .conftest import scratch_name, settings_for, temporary_database
 from .server_state import count_tutorials, idle_in_transaction
 from .servers import (
-    PROJECT_ROOT,
     find_pgbouncer,
+    finished,
     running_pgbouncer,
     running_server,
+    start_alembic,
 )
 
 Bind = Callable[[AsyncEngine], None]
@@ -190,19 +189,11 @@ async def test_alembic_upgrade_through_pgbouncer(pgbouncer: URL) -> None:
     """`alembic upgrade head` works through PgBouncer in transaction mode."""
     async with temporary_database(scratch_name("bounced")) as url:
         through_pgbouncer = pgbouncer.set(database=url.database)
-        process = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "alembic", "upgrade", "head"),
-            cwd=PROJECT_ROOT,
-            env={
-                **os.environ,
-                "DATABASE_URL": through_pgbouncer.render_as_string(hide_password=False),
-                "DATABASE_PGBOUNCER": "true",
-            },
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+        process = await start_alembic(
+            through_pgbouncer, "upgrade", "head", DATABASE_PGBOUNCER="true"
         )
-        output, _ = await process.communicate()
-        assert process.returncode == 0, output.decode()
+        code, output = await finished(process)
+        assert code == 0, output
 
 
 def statements_logged(log: Path, offset: int, pid: int) -> list[str]:
