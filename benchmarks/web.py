@@ -34,7 +34,8 @@ import asyncpg
 REQUESTS = {1: 400, 64: 3_200}  # concurrency: requests per server per endpoint per round
 SLICES = 8  # each measurement runs in this many turns, the servers taking turns
 RAW_DSN = "BENCH_RAW_DSN"  # how the raw app learns its database
-POOL_SIZE = 20  # the service's default pool: 10 connections + 10 overflow
+# ... and its pool's limits, the service's own (settings: pool size, pool size + overflow).
+RAW_POOL = "BENCH_RAW_POOL"
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -67,8 +68,9 @@ async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                min_size, max_size = map(int, os.environ[RAW_POOL].split(","))
                 raw_pool = await asyncpg.create_pool(
-                    os.environ[RAW_DSN], min_size=10, max_size=POOL_SIZE
+                    os.environ[RAW_DSN], min_size=min_size, max_size=max_size
                 )
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -207,7 +209,15 @@ async def uvicorn(app: str, environment: dict[str, str]) -> AsyncIterator[int]:
 async def benchmark(package: str, rounds: int) -> None:
     settings = importlib.import_module(f"{package}.settings").get_settings()
     dsn = settings.database_url_object.set(drivername="postgresql")
-    environment = {**os.environ, RAW_DSN: dsn.render_as_string(hide_password=False)}
+    limits = (
+        settings.database_pool_size,
+        settings.database_pool_size + settings.database_max_overflow,
+    )
+    environment = {
+        **os.environ,
+        RAW_DSN: dsn.render_as_string(hide_password=False),
+        RAW_POOL: ",".join(map(str, limits)),
+    }
     servers = {"raw asyncpg": "web:raw_app", "FastAPI service": f"{package}.web:app"}
     # Both servers wait for the same WAL flush at each COMMIT; on a shared disk its jitter
     # would drown the difference this measures (work between HTTP and the database).
