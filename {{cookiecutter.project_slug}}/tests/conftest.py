@@ -8,7 +8,7 @@ everything a test does there, commits included, is undone when it ends.
 """
 
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -127,10 +127,19 @@ async def session() -> AsyncIterator[AsyncSession]:
 
 
 @pytest.fixture
-def bind_get_session(engine: AsyncEngine) -> Iterator[Callable[[AsyncEngine], None]]:
-    """A function that points `get_session()` at another engine until the test ends."""
-    yield lambda other: database.session_factory.configure(bind=other)
-    database.session_factory.configure(bind=engine)
+async def bind_get_session() -> AsyncIterator[Callable[..., AsyncEngine]]:
+    """A function that builds the app's engine for other settings (and engine options),
+    points `get_session()` at it until the test ends, and disposes of it then."""
+    engines: list[AsyncEngine] = []
+
+    def bind(settings: Settings, **options: Any) -> AsyncEngine:
+        engines.append(other := database.create_engine(settings, **options))
+        database.session_factory.configure(bind=other)
+        return other
+
+    yield bind
+    for other in engines:  # the autouse `isolated` fixture binds the app's engine again
+        await other.dispose()
 
 
 @pytest.fixture

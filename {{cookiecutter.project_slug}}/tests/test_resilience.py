@@ -28,7 +28,7 @@ from .servers import (
     start_alembic,
 )
 
-Bind = Callable[[AsyncEngine], None]
+Bind = Callable[..., AsyncEngine]
 
 
 async def save_in_own_session(name: str) -> None:
@@ -41,8 +41,7 @@ async def test_cancelled_sessions_leave_nothing_behind(
     engine: AsyncEngine, bind_get_session: Bind
 ) -> None:
     """60 tasks cancelled inside `get_session()` after a flush: no rows, no connections held."""
-    wide = create_engine(settings_for(engine.url), pool_size=60, max_overflow=0)
-    bind_get_session(wide)
+    wide = bind_get_session(settings_for(engine.url), pool_size=60, max_overflow=0)
     flushed = asyncio.Semaphore(0)
 
     async def save_then_hang(number: int) -> None:
@@ -57,13 +56,10 @@ async def test_cancelled_sessions_leave_nothing_behind(
     for task in tasks:
         task.cancel()
     results = await asyncio.gather(*tasks, return_exceptions=True)
-    try:
-        assert all(isinstance(result, asyncio.CancelledError) for result in results)
-        assert wide.pool.checkedout() == 0  # type: ignore[attr-defined]
-        assert await idle_in_transaction(engine) == 0
-        assert await count_tutorials(engine, "cancelled ") == 0
-    finally:
-        await wide.dispose()
+    assert all(isinstance(result, asyncio.CancelledError) for result in results)
+    assert wide.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert await idle_in_transaction(engine) == 0
+    assert await count_tutorials(engine, "cancelled ") == 0
 
 
 @pytest.mark.commits
@@ -83,15 +79,11 @@ async def test_pool_exhaustion_raises_a_clear_error(
     engine: AsyncEngine, bind_get_session: Bind
 ) -> None:
     """When every connection is busy past pool_timeout, the caller gets an error, not a hang."""
-    tiny = create_engine(settings_for(engine.url), pool_size=1, max_overflow=0, pool_timeout=0.2)
-    bind_get_session(tiny)
-    try:
-        async with get_session() as holding:
-            await holding.execute(text("SELECT 1"))
-            with pytest.raises(PoolTimeoutError, match="QueuePool limit of size 1"):
-                await asyncio.wait_for(save_in_own_session("starved"), timeout=10)
-    finally:
-        await tiny.dispose()
+    bind_get_session(settings_for(engine.url), pool_size=1, max_overflow=0, pool_timeout=0.2)
+    async with get_session() as holding:
+        await holding.execute(text("SELECT 1"))
+        with pytest.raises(PoolTimeoutError, match="QueuePool limit of size 1"):
+            await asyncio.wait_for(save_in_own_session("starved"), timeout=10)
 
 
 @pytest.mark.commits
@@ -136,18 +128,14 @@ async def test_a_restarted_server_costs_no_failed_request(
 ) -> None:
     """The server restarts between two uses of a warm pool; the next session just works."""
     server, url = own_server
-    engine = create_engine(settings_for(url))
-    bind_get_session(engine)
-    try:
-        await upgrade(engine)
-        await save_in_own_session("before the restart")
-        assert engine.pool.checkedin() >= 1  # type: ignore[attr-defined]  # a warm pool
-        await asyncio.to_thread(server.stop)
-        await asyncio.to_thread(server.start)
-        await save_in_own_session("after the restart")
-        assert await count_tutorials(engine, "after the restart") == 1
-    finally:
-        await engine.dispose()
+    engine = bind_get_session(settings_for(url))
+    await upgrade(engine)
+    await save_in_own_session("before the restart")
+    assert engine.pool.checkedin() >= 1  # type: ignore[attr-defined]  # a warm pool
+    await asyncio.to_thread(server.stop)
+    await asyncio.to_thread(server.start)
+    await save_in_own_session("after the restart")
+    assert await count_tutorials(engine, "after the restart") == 1
 
 
 @pytest.fixture(scope="module")
@@ -165,23 +153,19 @@ async def test_four_hundred_sessions_through_pgbouncer(
     engine: AsyncEngine, pgbouncer: URL, bind_get_session: Bind
 ) -> None:
     """With DATABASE_PGBOUNCER on, 400 concurrent sessions (ORM and COPY) run with no error."""
-    bounced = create_engine(settings_for(pgbouncer, database_pgbouncer=True))
-    bind_get_session(bounced)
+    bind_get_session(settings_for(pgbouncer, database_pgbouncer=True))
 
     async def copy_in_own_session(number: int) -> None:
         async with get_session() as session:
             await save_tutorials(session, [f"bounced copy {number}.{row}" for row in range(10)])
 
-    try:
-        results = await asyncio.gather(
-            *(save_in_own_session(f"bounced {number}") for number in range(300)),
-            *(copy_in_own_session(number) for number in range(100)),
-            return_exceptions=True,
-        )
-        assert [result for result in results if result is not None] == []
-        assert await count_tutorials(engine, "bounced ") == 300 + 1000
-    finally:
-        await bounced.dispose()
+    results = await asyncio.gather(
+        *(save_in_own_session(f"bounced {number}") for number in range(300)),
+        *(copy_in_own_session(number) for number in range(100)),
+        return_exceptions=True,
+    )
+    assert [result for result in results if result is not None] == []
+    assert await count_tutorials(engine, "bounced ") == 300 + 1000
 
 
 @pytest.mark.commits
@@ -214,29 +198,25 @@ async def test_a_save_on_a_warm_pool_is_three_round_trips(
     logs them, and nothing else (no ping)."""
     server, url = own_server
     logged = {"server_settings": {"log_min_duration_statement": "0"}}  # superuser-only setting
-    engine = create_engine(settings_for(url), pool_size=1, connect_args=logged)
-    bind_get_session(engine)
-    try:
-        await upgrade(engine)
-        for number in range(3):  # warm: connected, the INSERT prepared and cached
-            await save_in_own_session(f"warm-up {number}")
-        async with engine.connect() as connection:
-            pid = int(await connection.scalar(text("SELECT pg_backend_pid()")) or 0)
-        log = server.data_dir / "server.log"
-        offset = len(log.read_text())
-        await save_in_own_session("counted")
-        for _ in range(50):  # the server writes its log a moment after answering
-            if len(statements := statements_logged(log, offset, pid)) >= 3:
-                break
-            await asyncio.sleep(0.05)
-        assert statements == [
-            "statement: BEGIN;",
-            "execute: INSERT INTO tutorials (name) VALUES ($1::VARCHAR)"
-            " RETURNING tutorials.tutorial_id",
-            "statement: COMMIT;",
-        ]
-    finally:
-        await engine.dispose()
+    engine = bind_get_session(settings_for(url), pool_size=1, connect_args=logged)
+    await upgrade(engine)
+    for number in range(3):  # warm: connected, the INSERT prepared and cached
+        await save_in_own_session(f"warm-up {number}")
+    async with engine.connect() as connection:
+        pid = int(await connection.scalar(text("SELECT pg_backend_pid()")) or 0)
+    log = server.data_dir / "server.log"
+    offset = len(log.read_text())
+    await save_in_own_session("counted")
+    for _ in range(50):  # the server writes its log a moment after answering
+        if len(statements := statements_logged(log, offset, pid)) >= 3:
+            break
+        await asyncio.sleep(0.05)
+    assert statements == [
+        "statement: BEGIN;",
+        "execute: INSERT INTO tutorials (name) VALUES ($1::VARCHAR)"
+        " RETURNING tutorials.tutorial_id",
+        "statement: COMMIT;",
+    ]
 
 
 @pytest.mark.commits
@@ -343,18 +323,14 @@ async def test_a_silently_vanished_peer_of_an_idle_connection_costs_no_failure(
     settings = settings_for(
         await silent_proxy.start(), database_pool_ping_idle=0.2, database_pool_ping_timeout=0.5
     )
-    proxied = create_engine(settings, pool_size=1, max_overflow=0)
-    bind_get_session(proxied)
-    try:
-        assert await timed_save("before vanishing") == (ANY, None)
-        silent_proxy.vanish()
-        await asyncio.sleep(0.3)
-        seconds, error = await timed_save("after vanishing")
-        assert error is None
-        assert seconds < BOUNDED
-        assert await count_tutorials(engine, "after vanishing") == 1
-    finally:
-        await proxied.dispose()
+    bind_get_session(settings, pool_size=1, max_overflow=0)
+    assert await timed_save("before vanishing") == (ANY, None)
+    silent_proxy.vanish()
+    await asyncio.sleep(0.3)
+    seconds, error = await timed_save("after vanishing")
+    assert error is None
+    assert seconds < BOUNDED
+    assert await count_tutorials(engine, "after vanishing") == 1
 
 
 @pytest.mark.commits
@@ -364,16 +340,12 @@ async def test_a_silently_vanished_peer_of_a_busy_connection_costs_one_bounded_f
     """A pooled connection went silent while in steady use (no ping due): the next save fails
     after database_command_timeout, not later; the one after works on a new connection."""
     settings = settings_for(await silent_proxy.start(), database_command_timeout=1)
-    proxied = create_engine(settings, pool_size=1, max_overflow=0)
-    bind_get_session(proxied)
-    try:
-        assert await timed_save("before vanishing") == (ANY, None)
-        silent_proxy.vanish()
-        seconds, error = await timed_save("while vanishing")
-        assert isinstance(error, TimeoutError), repr(error)
-        assert seconds < BOUNDED
-        seconds, error = await timed_save("after vanishing")
-        assert error is None
-        assert await count_tutorials(engine, "after vanishing") == 1
-    finally:
-        await proxied.dispose()
+    bind_get_session(settings, pool_size=1, max_overflow=0)
+    assert await timed_save("before vanishing") == (ANY, None)
+    silent_proxy.vanish()
+    seconds, error = await timed_save("while vanishing")
+    assert isinstance(error, TimeoutError), repr(error)
+    assert seconds < BOUNDED
+    seconds, error = await timed_save("after vanishing")
+    assert error is None
+    assert await count_tutorials(engine, "after vanishing") == 1
