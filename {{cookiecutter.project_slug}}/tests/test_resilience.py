@@ -214,7 +214,7 @@ async def test_a_save_on_a_warm_pool_is_three_round_trips(
     assert statements == [
         "statement: BEGIN;",
         "execute: INSERT INTO tutorials (name) VALUES ($1::VARCHAR)"
-        " RETURNING tutorials.tutorial_id",
+        " RETURNING tutorials.tutorial_id, tutorials.name",
         "statement: COMMIT;",
     ]
 

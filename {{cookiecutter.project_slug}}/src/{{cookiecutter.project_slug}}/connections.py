@@ -5,12 +5,14 @@ died is never handed out, and one whose statement timed out is not reused."""
 import math
 import time
 from typing import Any
+from weakref import WeakSet
 
 import asyncpg
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, ExceptionContext
+from sqlalchemy.engine import Connection, ExceptionContext, Transaction
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.util import await_only
 
@@ -18,8 +20,6 @@ from .settings import Settings
 
 # SQLSTATE in_failed_sql_transaction: "current transaction is aborted".
 IN_FAILED_SQL_TRANSACTION = "25P02"
-# Set in a connection's info while its transaction is aborted by a failed statement.
-ABORTED = "transaction_aborted"
 # Set in a pooled connection's info when it goes back to the pool: how long it sat idle.
 CHECKED_IN_AT = "checked_in_at"
 
@@ -45,31 +45,34 @@ class CommitCheckingConnection(asyncpg.Connection):  # type: ignore[misc]  # asy
         return status
 
 
-# Statements that failed inside a transaction, in this process: get_session() looks for an
-# aborted transaction (which costs a trip through SQLAlchemy's greenlet bridge, ~5 % of a
-# save's CPU) only when this moved during its block.
+# Transactions and savepoints in which a statement failed, and how many statements failed in
+# this process: get_session() looks for an aborted transaction (a trip through SQLAlchemy's
+# greenlet bridge) only when the count moved during its block. The mark is on the transaction
+# object, so it ends with it: a flag on the connection needed listeners on every BEGIN, COMMIT
+# and ROLLBACK to clear it, which cost ~10 % of a save's CPU.
+aborted_transactions: WeakSet[Transaction] = WeakSet()
 failed_statements = 0
 
 
 def mark_aborted(context: ExceptionContext) -> None:
     """A statement failed inside a transaction: PostgreSQL now ignores all but its end."""
     global failed_statements
-    if context.connection is not None and context.connection.in_transaction():
-        context.connection.info[ABORTED] = True
+    transaction = innermost_transaction(context.connection) if context.connection else None
+    if transaction is not None:
+        aborted_transactions.add(transaction)
         failed_statements += 1
 
 
-def clear_aborted(connection: Connection, *_: Any) -> None:
-    """A transaction began or ended, or a savepoint was rolled back: usable again."""
-    if not connection.invalidated:  # an invalidated one (cancelled mid-query) is discarded
-        connection.info.pop(ABORTED, None)
+def innermost_transaction(connection: Connection) -> Transaction | None:
+    return connection.get_nested_transaction() or connection.get_transaction()
 
 
-def track_aborted_transactions(engine: AsyncEngine) -> AsyncEngine:
-    event.listen(engine.sync_engine, "handle_error", mark_aborted)
-    for ending in ("begin", "commit", "rollback", "rollback_savepoint"):
-        event.listen(engine.sync_engine, ending, clear_aborted)
-    return engine
+def in_aborted_transaction(session: Session) -> bool:
+    """Whether a statement failed in the session's current transaction or savepoint (a
+    savepoint rolled back since is over, and the transaction around it usable again)."""
+    return session.in_transaction() and (
+        innermost_transaction(session.connection()) in aborted_transactions
+    )
 
 
 def check_pooled_connections(engine: AsyncEngine, settings: Settings) -> AsyncEngine:
@@ -112,4 +115,5 @@ def discard_timed_out(context: ExceptionContext) -> None:
 def watch(engine: AsyncEngine, settings: Settings) -> AsyncEngine:
     """Register all of the above on `engine`."""
     event.listen(engine.sync_engine, "handle_error", discard_timed_out)
-    return track_aborted_transactions(check_pooled_connections(engine, settings))
+    event.listen(engine.sync_engine, "handle_error", mark_aborted)
+    return check_pooled_connections(engine, settings)

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from . import connections
@@ -71,6 +72,17 @@ engine = create_engine(get_settings())
 session_factory = async_sessionmaker(engine, expire_on_commit=False)
 
 
+def commit_then_close(session: Session) -> None:
+    session.commit()
+    session.close()  # no IO after a commit: it only lets go of the objects
+
+
+async def close_shielded(session: AsyncSession) -> None:
+    """Close `session` as leaving `async with session` does: shielded from cancellation."""
+    async with session:
+        pass
+
+
 @asynccontextmanager
 async def get_session() -> AsyncIterator[AsyncSession]:
     """Yield a session that commits when the block exits cleanly and rolls back when it raises.
@@ -81,31 +93,34 @@ async def get_session() -> AsyncIterator[AsyncSession]:
     the whole transaction: leaving the block then raises `TransactionAbortedError`, and
     nothing of the block is committed.
 
-    When the block raises (cancellation included), leaving `async with` closes the session
-    without committing: the close is shielded from cancellation and returns the connection to
-    the pool, which rolls it back, or discards it if a cancelled statement left it unusable.
-    A rollback awaited here instead would fail on such a connection and mask the original
-    error. The COMMIT itself is not shielded, so a cancelled task (a timeout, a client gone)
-    never waits on a slow or unreachable server; but a cancellation that arrives while COMMIT
-    is in flight has an unknown outcome: the server may have committed. Where that matters,
-    make the write idempotent or check for it afterwards.
+    When the block raises (cancellation included), the session is closed without committing:
+    the close is shielded from cancellation and returns the connection to the pool, which
+    rolls it back, or discards it if a cancelled statement left it unusable. A rollback
+    awaited here instead would fail on such a connection and mask the original error. The
+    COMMIT itself is not shielded, so a cancelled task (a timeout, a client gone) never waits
+    on a slow or unreachable server; but a cancellation that arrives while COMMIT is in flight
+    has an unknown outcome: the server may have committed. Where that matters, make the write
+    idempotent or check for it afterwards.
     """
     failed_before = connections.failed_statements
-    async with session_factory() as session:
+    session = session_factory()
+    try:
         yield session
-        # Known aborted: send no COMMIT; leaving `async with` rolls back, as on any error.
-        if (
-            connections.failed_statements != failed_before
-            and session.in_transaction()
-            and (await session.connection()).info.get(connections.ABORTED)
+        # Known aborted: send no COMMIT; the close below rolls back, as on any error.
+        if connections.failed_statements != failed_before and await session.run_sync(
+            connections.in_aborted_transaction
         ):
             raise TransactionAbortedError(ABORTED_MESSAGE)
         try:
-            await session.commit()
+            # Commit and close in one trip through SQLAlchemy's greenlet bridge.
+            await session.run_sync(commit_then_close)
         except DBAPIError as error:  # aborted beside SQLAlchemy (raw driver work): COMMIT says
             if getattr(error.orig, "sqlstate", None) != connections.IN_FAILED_SQL_TRANSACTION:
                 raise
             raise TransactionAbortedError(ABORTED_MESSAGE) from error
+    except BaseException:
+        await close_shielded(session)
+        raise
 
 
 async def dispose() -> None:
