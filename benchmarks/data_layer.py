@@ -4,15 +4,17 @@ Run inside a baked project, with its venv and its .env (`make bench` does all of
 
     python benchmarks/data_layer.py <package> [--rounds 5]
 
-Single-row saves run at concurrency 1, 20 and 200, the variants taking turns in short slices
-so that all of them see the same machine; bulk saves take turns likewise. Both sides get the
-same connection limits: raw asyncpg's pool keeps `DATABASE_POOL_SIZE` connections and may open
-up to `DATABASE_MAX_OVERFLOW` more, as the engine's pool may. For each variant the table shows
-the median rows/s over the rounds, its ratio to raw asyncpg, and what each save cost: round
+Single-row saves run at concurrency 1, 20 and 200, the variants taking turns in short slices so
+that all of them see the same machine; bulk saves take turns likewise. Both sides get the same
+connection limits: raw asyncpg's pool keeps `DATABASE_POOL_SIZE` connections and may open up to
+`DATABASE_MAX_OVERFLOW` more, as the engine's pool may. One variant is SQLAlchemy set up as its
+documentation shows, with none of the project's code (the same pool limits): what the stack
+itself allows, beside what the project makes of it. For each variant the table shows the median
+rows/s over its slices in all rounds, its ratio to raw asyncpg, and what each save cost: round
 trips (requests written to the database sockets), connections opened, and client CPU. With
-pgbouncer installed, a second table compares sessions through PgBouncer with a client-side
-pool and without one (the template's PgBouncer mode before issue #13). The exit code is 1 when
-a printed target is missed.
+pgbouncer installed, a second table compares sessions through PgBouncer with a client-side pool
+and without one (the template's PgBouncer mode before issue #13). The exit code is 1 when a
+printed target is missed.
 """
 
 import argparse
@@ -37,15 +39,16 @@ import asyncpg
 import sqlalchemy
 from pydantic import SecretStr
 from sqlalchemy import URL, insert, text
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
 # Concurrency: (slices per variant and round, saves per slice).
 SINGLE = {1: (6, 50), 20: (5, 200), 200: (3, 400)}
-BOUNCED = {1: (2, 30), 20: (2, 150)}
+BOUNCED = {1: (4, 40), 20: (3, 150)}
 BULK_ROWS = 50_000
 BULK_REPEATS = 2  # bulk saves per variant per round, the variants taking turns
 RAW = "raw asyncpg, transaction per save"
+STOCK = "stock SQLAlchemy: add, flush, commit (ORM)"
 TARGETS = [  # (variant, reference, minimum ratio)
     ("get_session + save_tutorial (ORM), c=20", f"{RAW}, c=20", 0.35),
     ("get_session + insert_tutorial (Core), c=20", f"{RAW}, c=20", 0.5),
@@ -117,23 +120,23 @@ class Totals:
 
 @dataclass
 class Results:
-    """Every round's totals, per variant (named with its concurrency)."""
+    """Every slice's totals, per variant (named with its concurrency)."""
 
-    rounds: dict[str, list[Totals]] = field(default_factory=dict)
+    samples: dict[str, list[Totals]] = field(default_factory=dict)
 
     def add(self, name: str, totals: Totals) -> None:
-        self.rounds.setdefault(name, []).append(totals)
+        self.samples.setdefault(name, []).append(totals)
 
     def rate(self, name: str, rows_per_save: int = 1) -> float:
-        return statistics.median(t.saves * rows_per_save / t.seconds for t in self.rounds[name])
+        return statistics.median(t.saves * rows_per_save / t.seconds for t in self.samples[name])
 
     def per_save(self, name: str) -> tuple[float, float, float]:
         """Round trips, connections opened and client CPU µs per save, over all rounds."""
-        saves = sum(t.saves for t in self.rounds[name])
+        saves = sum(t.saves for t in self.samples[name])
         return (
-            sum(t.writes for t in self.rounds[name]) / saves,
-            sum(t.connections for t in self.rounds[name]) / saves,
-            sum(t.cpu for t in self.rounds[name]) / saves * 1e6,
+            sum(t.writes for t in self.samples[name]) / saves,
+            sum(t.connections for t in self.samples[name]) / saves,
+            sum(t.cpu for t in self.samples[name]) / saves * 1e6,
         )
 
 
@@ -148,24 +151,33 @@ async def interleaved(
     round_number: int,
     results: Results,
 ) -> None:
-    """Each operation at each concurrency, the operations taking turns slice by slice."""
+    """Each operation at each concurrency, the operations taking turns slice by slice; each
+    slice is one sample (a slowdown from elsewhere on the machine hits a few, not a round)."""
     for concurrency, (slices, saves) in levels.items():
-        totals = {name: Totals() for name in operations}
         for turn in range(slices):
             for name in rotated(list(operations), round_number + turn):
-                await totals[name].run(operations[name], saves, concurrency)
-        for name, spent in totals.items():
-            results.add(f"{name}, c={concurrency}", spent)
+                spent = Totals()
+                await spent.run(operations[name], saves, concurrency)
+                results.add(f"{name}, c={concurrency}", spent)
 
 
 class Variants:
     """Every way of saving tutorials that the benchmark compares."""
 
-    def __init__(self, package: str, raw_pool: asyncpg.Pool) -> None:
+    def __init__(self, package: str, settings: Any, raw_pool: asyncpg.Pool) -> None:
         self.database = importlib.import_module(f"{package}.database")
         self.repository = importlib.import_module(f"{package}.repository")
         self.tutorial = importlib.import_module(f"{package}.models").Tutorial
         self.bare = async_sessionmaker(self.database.engine, expire_on_commit=False)
+        # SQLAlchemy as its documentation sets it up, with the same pool limits and none of
+        # this project's code: what the stack itself allows.
+        self.stock_engine = create_async_engine(
+            settings.database_url_object,
+            connect_args=settings.database_connect_args,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+        )
+        self.stock = async_sessionmaker(self.stock_engine)
         self.raw_pool = raw_pool
         self.names = [f"bulk {number}" for number in range(BULK_ROWS)]
 
@@ -180,6 +192,13 @@ class Variants:
     async def with_bare_sessionmaker(self, number: int) -> None:
         async with self.bare() as session:
             await self.repository.save_tutorial(session, f"bare {number}")
+            await session.commit()
+
+    async def with_stock_sqlalchemy(self, number: int) -> None:
+        async with self.stock() as session:
+            tutorial = self.tutorial(name=f"stock {number}")
+            session.add(tutorial)
+            await session.flush()  # the id, as save_tutorial() gives it
             await session.commit()
 
     async def with_raw_asyncpg(self, number: int) -> None:
@@ -213,6 +232,7 @@ class Variants:
             "get_session + save_tutorial (ORM)": self.with_get_session,
             "get_session + insert_tutorial (Core)": self.with_core_fast_path,
             "bare async_sessionmaker (ORM)": self.with_bare_sessionmaker,
+            STOCK: self.with_stock_sqlalchemy,
             RAW: self.with_raw_asyncpg,
         }
         if not hasattr(self.repository, "insert_tutorial"):  # a project from before #13
@@ -307,7 +327,7 @@ async def benchmark(package: str, rounds: int) -> int:
     raw_pool = await asyncpg.create_pool(raw_dsn(url), **limits)
     await set_synchronous_commit(raw_pool, "SET synchronous_commit = off")
     await raw_pool.expire_connections()
-    variants = Variants(package, raw_pool)
+    variants = Variants(package, settings, raw_pool)
     single, bulk = variants.single_saves(), variants.bulk_saves()
     results = Results()
     Meter.install()
@@ -331,6 +351,7 @@ async def benchmark(package: str, rounds: int) -> int:
         await set_synchronous_commit(raw_pool, "RESET synchronous_commit")
         await raw_pool.close()
         await variants.database.dispose()
+        await variants.stock_engine.dispose()
     return report(results, rounds, server, settings, [*single, *bounced], list(bulk))
 
 
@@ -370,7 +391,7 @@ async def bench_pgbouncer(
 def rows(results: Results, names: list[str]) -> Iterator[str]:
     for name in names:
         for key in sorted(
-            (key for key in results.rounds if key.rsplit(", c=", 1)[0] == name),
+            (key for key in results.samples if key.rsplit(", c=", 1)[0] == name),
             key=lambda key: int(key.rsplit("=", 1)[1]),
         ):
             concurrency = key.rsplit(", c=", 1)[1]
@@ -396,8 +417,8 @@ def report(
     print(
         f"Python {platform.python_version()}, SQLAlchemy {sqlalchemy.__version__}, "
         f"asyncpg {asyncpg.__version__}, PostgreSQL {server}; {platform.system()} "
-        f"{platform.machine()}, {os.cpu_count()} CPUs; median of {rounds} rounds, variants "
-        f"taking turns; synchronous_commit off; pools of {settings.database_pool_size} "
+        f"{platform.machine()}, {os.cpu_count()} CPUs; {rounds} rounds, medians over slices, "
+        f"variants taking turns; synchronous_commit off; pools of {settings.database_pool_size} "
         f"+ {settings.database_max_overflow} overflow on both sides.\n"
     )
     print(
@@ -419,7 +440,7 @@ def report(
     print()
     failures = 0
     for variant, reference, minimum in TARGETS:
-        if variant not in results.rounds or reference not in results.rounds:
+        if variant not in results.samples or reference not in results.samples:
             print(f"target: {variant} / {reference} (>= {minimum}): not measured")
             continue
         ratio = results.rate(variant) / results.rate(reference)
