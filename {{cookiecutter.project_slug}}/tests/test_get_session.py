@@ -137,6 +137,30 @@ async def test_a_savepoint_lets_a_statement_fail_and_the_block_go_on(mode: str) 
         assert await count_tutorials(session, f"undone {mode}") == 0
 
 
+@pytest.mark.commits
+async def test_a_failure_elsewhere_does_not_abort_this_block(engine: AsyncEngine) -> None:
+    """Another task's caught failure, during this block and on another connection, leaves
+    this block's transaction alone: it commits."""
+    failed = asyncio.Event()
+
+    async def save_then_wait_for_the_failure() -> None:
+        async with get_session() as session:
+            await save_tutorial(session, "unaffected")
+            await failed.wait()
+
+    async def fail_and_swallow() -> None:
+        async with get_session() as session:
+            with suppress(DBAPIError):
+                await session.execute(text("SELECT 1 / 0"))
+            failed.set()
+
+    saving = asyncio.create_task(save_then_wait_for_the_failure())
+    with pytest.raises(TransactionAbortedError):
+        await fail_and_swallow()
+    await saving
+    assert await count_tutorials(engine, "unaffected") == 1
+
+
 async def insert_then_swallow(engine: AsyncEngine, name: str) -> None:
     async with engine.begin() as connection:
         await connection.execute(insert(Tutorial).values(name=name))
