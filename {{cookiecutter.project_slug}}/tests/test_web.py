@@ -195,30 +195,29 @@ async def test_unique_violation_is_409(client: AsyncClient, session: AsyncSessio
     )
 
 
-async def test_a_handler_raising_after_a_write_leaves_no_row(
-    client: AsyncClient, session: AsyncSession
+# How a handler fails after its write: the route, and the answer it gets.
+FAILED_AFTER_A_WRITE = {
+    "a bug: a JSON 500 without a traceback": ("/write-then-raise", 500, "internal error"),
+    "HTTPException: its own answer": ("/write-then-refuse", 409, "refused after the write"),
+    "a swallowed failed statement: a 500, not a 2xx for lost rows": (
+        "/write-then-swallow",
+        500,
+        "internal error",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "detail"), FAILED_AFTER_A_WRITE.values(), ids=FAILED_AFTER_A_WRITE.keys()
+)
+async def test_a_handler_failing_after_a_write_stores_nothing(
+    client: AsyncClient, session: AsyncSession, path: str, status: int, detail: str
 ) -> None:
-    """An exception after a write: a JSON 500 without a traceback, and nothing stored."""
-    response = await client.post("/write-then-raise")
-    assert (response.status_code, response.json()) == (500, {"detail": "internal error"})
-    assert await count_tutorials(session, "written, then raised") == 0
-
-
-async def test_an_http_exception_after_a_write_leaves_no_row(
-    client: AsyncClient, session: AsyncSession
-) -> None:
-    """HTTPException after a write: its answer, and the write rolled back."""
-    assert (await client.post("/write-then-refuse")).status_code == 409
-    assert await count_tutorials(session, "written, then refused") == 0
-
-
-async def test_a_handler_swallowing_a_failed_statement_stores_nothing(
-    client: AsyncClient, session: AsyncSession
-) -> None:
-    """A handler that catches a failed statement and returns: a 500, not a 2xx for lost rows."""
-    response = await client.post("/write-then-swallow")
-    assert (response.status_code, response.json()) == (500, {"detail": "internal error"})
-    assert await count_tutorials(session, "written, then swallowed") == 0
+    """A handler that writes, then fails however it fails: its answer, and the write rolled
+    back."""
+    response = await client.post(path)
+    assert (response.status_code, response.json()) == (status, {"detail": detail})
+    assert await count_tutorials(session, "written, then ") == 0
 
 
 @pytest.mark.commits

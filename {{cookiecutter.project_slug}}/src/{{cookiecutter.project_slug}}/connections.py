@@ -24,6 +24,11 @@ IN_FAILED_SQL_TRANSACTION = "25P02"
 CHECKED_IN_AT = "checked_in_at"
 
 
+def sqlstate(error: BaseException) -> str:
+    """The SQLSTATE of the driver error that SQLAlchemy wrapped in `error`, or ""."""
+    return str(getattr(getattr(error, "orig", None), "sqlstate", None) or "")
+
+
 class CommitCheckingConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untyped
     """asyncpg's connection, refusing to report a COMMIT that the server turned into ROLLBACK.
 

@@ -115,7 +115,7 @@ async def get_session() -> AsyncIterator[AsyncSession]:
             # Commit and close in one trip through SQLAlchemy's greenlet bridge.
             await session.run_sync(commit_then_close)
         except DBAPIError as error:  # aborted beside SQLAlchemy (raw driver work): COMMIT says
-            if getattr(error.orig, "sqlstate", None) != connections.IN_FAILED_SQL_TRANSACTION:
+            if connections.sqlstate(error) != connections.IN_FAILED_SQL_TRANSACTION:
                 raise
             raise TransactionAbortedError(ABORTED_MESSAGE) from error
     except BaseException:

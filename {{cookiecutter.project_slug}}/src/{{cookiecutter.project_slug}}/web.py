@@ -14,6 +14,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import database, migrations
+from .connections import sqlstate
 from .models import Tutorial
 from .repository import save_tutorial
 from .schemas import (
@@ -62,10 +63,6 @@ Session = Annotated[AsyncSession, Depends(session_per_request, scope="function")
 
 def problem(status_code: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
-
-
-def sqlstate(error: BaseException) -> str:
-    return str(getattr(getattr(error, "orig", None), "sqlstate", None) or "")
 
 
 async def database_error(request: Request, error: Exception) -> JSONResponse:
