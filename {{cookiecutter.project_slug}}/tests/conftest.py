@@ -8,7 +8,7 @@ everything a test does there, commits included, is undone when it ends.
 """
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from sqlalchemy.pool import NullPool
 
 from {{ cookiecutter.project_slug }}.settings import Settings, get_settings
+
+from .servers import running_server
 
 # Before the app's engine is built (on importing `database`), point the settings at the test
 # database, for this process and every process a test starts: no test can reach .env's.
@@ -65,11 +67,6 @@ async def temporary_database(name: str) -> AsyncIterator[URL]:
         await admin.dispose()
 
 
-def scratch_name(suffix: str) -> str:
-    """A database name of the tests' own: the test database's, with a suffix."""
-    return with_suffix(TEST_DATABASE, suffix)
-
-
 @pytest.fixture(scope="session")
 async def engine() -> AsyncIterator[AsyncEngine]:
     """The app's own engine, on the test database: created, migrated to head, dropped after."""
@@ -92,12 +89,11 @@ async def empty_tables(engine: AsyncEngine) -> None:
 async def isolated(request: pytest.FixtureRequest, engine: AsyncEngine) -> AsyncIterator[None]:
     """Run the test in a transaction rolled back afterwards (`commits` tests: empty tables)."""
     commits = request.node.get_closest_marker("commits") is not None
-    checkouts: list[object] = []  # connections taken from the app's pool during the test
+    checkouts: list[bool] = []  # a connection was taken from the app's pool during the test
 
-    def record(*checkout: object) -> None:
-        checkouts.append(checkout)
+    def record(*_: object) -> None:
+        checkouts.append(True)
 
-    connection = None
     if not commits:
         connection = await engine.connect()
         await connection.begin()
@@ -112,7 +108,7 @@ async def isolated(request: pytest.FixtureRequest, engine: AsyncEngine) -> Async
         database.session_factory.configure(
             bind=engine, join_transaction_mode="conditional_savepoint"
         )
-        if connection is not None:
+        if not commits:
             await connection.close()  # rolls the test's transaction back
         # Code that took its own connection from the app's engine may have committed for real.
         if commits or checkouts:
@@ -145,7 +141,14 @@ async def bind_get_session() -> AsyncIterator[Callable[..., AsyncEngine]]:
 @pytest.fixture
 async def empty_engine() -> AsyncIterator[AsyncEngine]:
     """An engine on a new, empty database of its own (for migration tests)."""
-    async with temporary_database(scratch_name("migrations")) as url:
+    async with temporary_database(with_suffix(TEST_DATABASE, "migrations")) as url:
         engine = create_async_engine(url, poolclass=NullPool)
         yield engine
         await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def own_server() -> Iterator[tuple[Any, URL]]:
+    """A PostgreSQL server of the module's own, to restart; skipped without server binaries."""
+    with running_server("restart_tester", "restarts") as server_and_url:
+        yield server_and_url

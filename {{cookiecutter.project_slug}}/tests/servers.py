@@ -5,6 +5,7 @@ Plain functions, no fixtures and no project imports: the template's benchmark us
 """
 
 import asyncio
+import functools
 import importlib.util
 import os
 import secrets
@@ -26,6 +27,7 @@ from sqlalchemy import URL
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+@functools.cache
 def load_local_postgres() -> ModuleType:
     """scripts/local_postgres.py, which knows how to run a PostgreSQL server of our own."""
     path = PROJECT_ROOT / "scripts" / "local_postgres.py"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import insert, make_url, text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from {{ cookiecutter.project_slug }} import database
 from {{ cookiecutter.project_slug }}.database import get_session
@@ -20,8 +20,6 @@ from {{ cookiecutter.project_slug }}.settings import get_settings
 from .conftest import (
     DEVELOPMENT_URL,
     TEST_DATABASE,
-    scratch_name,
-    temporary_database,
     with_suffix,
 )
 from .server_state import count_tutorials
@@ -77,37 +75,30 @@ async def test_no_earlier_test_left_a_row(engine: AsyncEngine) -> None:
 
 @pytest.mark.commits
 async def test_a_first_test_run_alone_never_writes_to_the_development_database(
-    engine: AsyncEngine, tmp_path: Path
+    empty_engine: AsyncEngine, tmp_path: Path
 ) -> None:
     """`pytest test_first.py` with .env naming a migrated development database: the test
     passes, the development database stays empty, the test database is dropped after."""
     (tmp_path / "test_first.py").write_text(USERS_FIRST_TEST, encoding="utf-8")
-    async with temporary_database(scratch_name("dev")) as development:
-        stand_in = create_async_engine(development)
-        try:
-            await upgrade(stand_in)
-            result = await asyncio.to_thread(
-                subprocess.run,
-                [
-                    *(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"),
-                    *("-p", "tests.conftest", "--rootdir", str(PROJECT_ROOT)),
-                    *("-c", str(PROJECT_ROOT / "pyproject.toml"), str(tmp_path / "test_first.py")),
-                ],
-                cwd=PROJECT_ROOT,
-                env={
-                    **os.environ,
-                    "DATABASE_URL": development.render_as_string(hide_password=False),
-                },
-                capture_output=True,
-                text=True,
-            )
-            assert result.returncode == 0, result.stdout + result.stderr
-            assert await count_tutorials(stand_in, "written by") == 0
-            async with stand_in.connect() as connection:
-                leftover = await connection.scalar(
-                    text("SELECT count(*) FROM pg_database WHERE datname = :name"),
-                    {"name": with_suffix(development.database or "", "test")},
-                )
-            assert leftover == 0
-        finally:
-            await stand_in.dispose()
+    development = empty_engine.url
+    await upgrade(empty_engine)
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [
+            *(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"),
+            *("-p", "tests.conftest", "--rootdir", str(PROJECT_ROOT)),
+            *("-c", str(PROJECT_ROOT / "pyproject.toml"), str(tmp_path / "test_first.py")),
+        ],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "DATABASE_URL": development.render_as_string(hide_password=False)},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert await count_tutorials(empty_engine, "written by") == 0
+    async with empty_engine.connect() as connection:
+        leftover = await connection.scalar(
+            text("SELECT count(*) FROM pg_database WHERE datname = :name"),
+            {"name": with_suffix(development.database or "", "test")},
+        )
+    assert leftover == 0

@@ -23,7 +23,6 @@ from {{ cookiecutter.project_slug }}.migrations import (
     upgrade,
 )
 
-from .conftest import DEVELOPMENT_URL
 from .servers import PROJECT_ROOT, finished, start_alembic
 
 
@@ -197,9 +196,8 @@ async def test_concurrent_upgrades_through_an_autocommit_block(
     assert await index_and_column(empty_engine) == (1, 1)
 
 
-async def test_programmatic_upgrade_runs_an_autocommit_block(
-    empty_engine: AsyncEngine, with_an_index_revision: Path
-) -> None:
+@pytest.mark.usefixtures("with_an_index_revision")
+async def test_programmatic_upgrade_runs_an_autocommit_block(empty_engine: AsyncEngine) -> None:
     """`upgrade()`/`downgrade()` from async code run revisions with autocommit blocks."""
     await upgrade(empty_engine)
     assert await index_and_column(empty_engine) == (1, 1)
@@ -256,24 +254,3 @@ def test_alembic_runs_from_any_directory(tmp_path: Path) -> None:
         check=True,
     )
     assert head() in result.stdout
-
-
-def test_settings_find_the_projects_env_from_any_directory() -> None:
-    """Run from src/ (or anywhere), the settings still read the project's .env."""
-    if not (PROJECT_ROOT / ".env").is_file():
-        pytest.skip("this checkout has no .env (settings come from the environment)")
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("DATABASE_")}
-    package = migrations.__package__
-    result = subprocess.run(
-        [
-            *(sys.executable, "-c"),
-            f"from {package}.settings import get_settings; "
-            "print(get_settings().database_url_object.database)",
-        ],
-        cwd=PROJECT_ROOT / "src",
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert result.stdout.strip() == DEVELOPMENT_URL.database

@@ -18,13 +18,12 @@ from {{ cookiecutter.project_slug }}.database import create_engine, dispose, get
 from {{ cookiecutter.project_slug }}.migrations import upgrade
 from {{ cookiecutter.project_slug }}.repository import save_tutorial, save_tutorials
 
-from .conftest import scratch_name, settings_for, temporary_database
+from .conftest import settings_for
 from .server_state import count_tutorials, idle_in_transaction
 from .servers import (
     find_pgbouncer,
     finished,
     running_pgbouncer,
-    running_server,
     start_alembic,
 )
 
@@ -115,13 +114,6 @@ async def test_dispose_closes_every_pooled_connection() -> None:
         await observer.dispose()
 
 
-@pytest.fixture(scope="module")
-def own_server() -> Iterator[tuple[Any, URL]]:
-    """A PostgreSQL server of this module's own, to restart; skipped without server binaries."""
-    with running_server("restart_tester", "restarts") as server_and_url:
-        yield server_and_url
-
-
 @pytest.mark.commits
 async def test_a_restarted_server_costs_no_failed_request(
     own_server: tuple[Any, URL], bind_get_session: Bind
@@ -169,15 +161,12 @@ async def test_four_hundred_sessions_through_pgbouncer(
 
 
 @pytest.mark.commits
-async def test_alembic_upgrade_through_pgbouncer(pgbouncer: URL) -> None:
+async def test_alembic_upgrade_through_pgbouncer(pgbouncer: URL, empty_engine: AsyncEngine) -> None:
     """`alembic upgrade head` works through PgBouncer in transaction mode."""
-    async with temporary_database(scratch_name("bounced")) as url:
-        through_pgbouncer = pgbouncer.set(database=url.database)
-        process = await start_alembic(
-            through_pgbouncer, "upgrade", "head", DATABASE_PGBOUNCER="true"
-        )
-        code, output = await finished(process)
-        assert code == 0, output
+    through_pgbouncer = pgbouncer.set(database=empty_engine.url.database)
+    process = await start_alembic(through_pgbouncer, "upgrade", "head", DATABASE_PGBOUNCER="true")
+    code, output = await finished(process)
+    assert code == 0, output
 
 
 def statements_logged(log: Path, offset: int, pid: int) -> list[str]:

@@ -13,6 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from {{ cookiecutter.project_slug }}.settings import Settings, connect_args, to_async_url
 
+from .conftest import DEVELOPMENT_URL
+from .servers import PROJECT_ROOT
+
 PASSWORD = "p@ss:w/rd%41#?&=é 'q\"x"
 PASSWORD_IN_URL = "s3cr3t-in-url"
 
@@ -169,3 +172,23 @@ async def test_a_hosting_provider_url_connects(engine: AsyncEngine) -> None:
             assert await connection.scalar(text("SELECT 1")) == 1
     finally:
         await provider_engine.dispose()
+
+
+def test_settings_find_the_projects_env_from_any_directory() -> None:
+    """Run from src/ (or anywhere), the settings still read the project's .env."""
+    if not (PROJECT_ROOT / ".env").is_file():
+        pytest.skip("this checkout has no .env (settings come from the environment)")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DATABASE_")}
+    result = subprocess.run(
+        [
+            *(sys.executable, "-c"),
+            "from {{ cookiecutter.project_slug }}.settings import get_settings; "
+            "print(get_settings().database_url_object.database)",
+        ],
+        cwd=PROJECT_ROOT / "src",
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == DEVELOPMENT_URL.database

@@ -1,7 +1,7 @@
 """The HTTP service through ASGI: routes, validation, errors, and when its sessions commit."""
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from asgi_lifespan import LifespanManager
@@ -70,9 +70,16 @@ async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
         yield client
 
 
+@pytest.fixture
+def unreachable_database(bind_get_session: Callable[..., AsyncEngine]) -> None:
+    """`get_session()` on an engine of the app's kind, on a port where no server listens."""
+    url = database.engine.url.set(host="127.0.0.1", port=free_port())
+    bind_get_session(settings_for(url), pool_timeout=2)
+
+
+@pytest.mark.usefixtures("unreachable_database")
 async def test_health_asks_no_database(client: AsyncClient) -> None:
     """/health answers 200 while the database is unreachable."""
-    database.session_factory.configure(bind=unreachable_engine())
     assert (await client.get("/health")).json() == {"status": "ok"}
 
 
@@ -232,15 +239,9 @@ async def test_the_lifespan_disposes_the_engine(engine: AsyncEngine) -> None:
     assert engine.pool.checkedin() == 0  # type: ignore[attr-defined]
 
 
-def unreachable_engine() -> AsyncEngine:
-    """An engine of the app's kind on a port where no server listens."""
-    url = database.engine.url.set(host="127.0.0.1", port=free_port())
-    return database.create_engine(settings_for(url), pool_timeout=2)
-
-
+@pytest.mark.usefixtures("unreachable_database")
 async def test_an_unreachable_database_is_503(client: AsyncClient) -> None:
     """No database: /ready and the routes answer 503 JSON, naming no host or password."""
-    database.session_factory.configure(bind=unreachable_engine())
     password = database.engine.url.password or ""
     for method, path in [("GET", "/ready"), ("POST", "/tutorials"), ("GET", "/tutorials/1")]:
         response = await client.request(method, path, json={"name": "unstored"})

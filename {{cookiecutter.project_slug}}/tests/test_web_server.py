@@ -3,7 +3,7 @@
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -14,11 +14,10 @@ from fastapi import FastAPI
 from sqlalchemy import URL, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from {{ cookiecutter.project_slug }} import database
 from {{ cookiecutter.project_slug }}.web import create_app
 
 from .server_state import count_tutorials, idle_in_transaction
-from .servers import PROJECT_ROOT, free_port, running_server
+from .servers import PROJECT_ROOT, free_port
 
 
 @asynccontextmanager
@@ -41,7 +40,7 @@ async def settled(engine: AsyncEngine) -> tuple[int, int]:
     """Connections checked out of the app's pool and idle-in-transaction backends, once both
     reach 0 or 10 seconds pass (a backend's state changes just after its client's)."""
     for _ in range(100):
-        state = database.engine.pool.checkedout(), await idle_in_transaction(engine)  # type: ignore[attr-defined]
+        state = engine.pool.checkedout(), await idle_in_transaction(engine)  # type: ignore[attr-defined]
         if state == (0, 0):
             break
         await asyncio.sleep(0.1)
@@ -87,13 +86,6 @@ async def test_clients_hanging_up_mid_request_leave_no_transaction(engine: Async
             assert all(isinstance(result, httpx.ReadTimeout) for result in results)
             await blocker.rollback()  # the waiting requests go on, with nobody to answer
         assert await settled(engine) == (0, 0)
-
-
-@pytest.fixture(scope="module")
-def own_server() -> Iterator[tuple[Any, URL]]:
-    """A PostgreSQL server of this module's own, to restart; skipped without server binaries."""
-    with running_server("web_restart_tester", "web_restarts") as server_and_url:
-        yield server_and_url
 
 
 @pytest.mark.commits
