@@ -69,7 +69,7 @@ demo: install ## Bake with defaults, start a local PostgreSQL, migrate, run the 
 
 # One bake with the web service serves both: the data layer, then the service over it; the
 # exit status says whether every printed target was met.
-bench: BAKE_ARGS = web_framework=fastapi
+bench bench-web: BAKE_ARGS = web_framework=fastapi
 bench: install ## Benchmark the data layer, then the web service, side by side with raw asyncpg
 	@$(IN_A_FRESH_BAKE) \
 	status=0; \
@@ -77,7 +77,6 @@ bench: install ## Benchmark the data layer, then the web service, side by side w
 	.venv/bin/python $(CURDIR)/benchmarks/web.py tutorial_service --rounds $(WEB_ROUNDS) || status=$$?; \
 	exit $$status
 
-bench-web: BAKE_ARGS = web_framework=fastapi
 bench-web: install ## The web service's benchmark alone
 	@$(IN_A_FRESH_BAKE) \
 	.venv/bin/python $(CURDIR)/benchmarks/web.py tutorial_service --rounds $(WEB_ROUNDS)

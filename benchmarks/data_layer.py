@@ -161,6 +161,19 @@ async def interleaved(
                 results.add(f"{name}, c={concurrency}", spent)
 
 
+def raw_saving(pool: asyncpg.Pool, prefix: str) -> Operation:
+    """Raw asyncpg from `pool`: a transaction around one INSERT … RETURNING."""
+
+    async def save(number: int) -> None:
+        async with pool.acquire() as connection, connection.transaction():
+            await connection.fetchval(
+                "INSERT INTO tutorials (name) VALUES ($1) RETURNING tutorial_id",
+                f"{prefix} {number}",
+            )
+
+    return save
+
+
 class Variants:
     """Every way of saving tutorials that the benchmark compares."""
 
@@ -189,11 +202,6 @@ class Variants:
         async with self.database.get_session() as session:
             await self.repository.insert_tutorial(session, f"core {number}")
 
-    async def with_bare_sessionmaker(self, number: int) -> None:
-        async with self.bare() as session:
-            await self.repository.save_tutorial(session, f"bare {number}")
-            await session.commit()
-
     async def with_stock_sqlalchemy(self, number: int) -> None:
         async with self.stock() as session:
             tutorial = self.tutorial(name=f"stock {number}")
@@ -201,11 +209,15 @@ class Variants:
             await session.flush()  # the id, as save_tutorial() gives it
             await session.commit()
 
-    async def with_raw_asyncpg(self, number: int) -> None:
-        async with self.raw_pool.acquire() as connection, connection.transaction():
-            await connection.fetchval(
-                "INSERT INTO tutorials (name) VALUES ($1) RETURNING tutorial_id", f"raw {number}"
-            )
+    def committing(self, factory: async_sessionmaker[Any], prefix: str) -> Operation:
+        """Sessions from `factory`: save_tutorial, then an explicit commit."""
+
+        async def save(number: int) -> None:
+            async with factory() as session:
+                await self.repository.save_tutorial(session, f"{prefix} {number}")
+                await session.commit()
+
+        return save
 
     async def bulk_save_tutorials(self, _: int) -> None:
         async with self.database.get_session() as session:
@@ -231,9 +243,9 @@ class Variants:
         saves = {
             "get_session + save_tutorial (ORM)": self.with_get_session,
             "get_session + insert_tutorial (Core)": self.with_core_fast_path,
-            "bare async_sessionmaker (ORM)": self.with_bare_sessionmaker,
+            "bare async_sessionmaker (ORM)": self.committing(self.bare, "bare"),
             STOCK: self.with_stock_sqlalchemy,
-            RAW: self.with_raw_asyncpg,
+            RAW: raw_saving(self.raw_pool, "raw"),
         }
         if not hasattr(self.repository, "insert_tutorial"):  # a project from before #13
             del saves["get_session + insert_tutorial (Core)"]
@@ -256,26 +268,12 @@ class Variants:
         unpooled = self.database.create_engine(settings, poolclass=NullPool)
 
         def saving(engine: AsyncEngine) -> Operation:
-            factory = async_sessionmaker(engine, expire_on_commit=False)
-
-            async def save(number: int) -> None:
-                async with factory() as session:
-                    await self.repository.save_tutorial(session, f"bounced {number}")
-                    await session.commit()
-
-            return save
-
-        async def raw(number: int) -> None:
-            async with raw_pool.acquire() as connection, connection.transaction():
-                await connection.fetchval(
-                    "INSERT INTO tutorials (name) VALUES ($1) RETURNING tutorial_id",
-                    f"bounced raw {number}",
-                )
+            return self.committing(async_sessionmaker(engine, expire_on_commit=False), "bounced")
 
         operations = {
             "PgBouncer: sessions, pooled": saving(pooled),
             "PgBouncer: sessions, NullPool (before)": saving(unpooled),
-            "PgBouncer: raw asyncpg": raw,
+            "PgBouncer: raw asyncpg": raw_saving(raw_pool, "bounced raw"),
         }
         return operations, [pooled, unpooled]
 
@@ -307,13 +305,17 @@ def raw_dsn(url: URL) -> str:
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-async def set_synchronous_commit(pool: asyncpg.Pool, value: str) -> None:
-    # Every single-row variant waits for the same WAL flush at commit; on a shared disk its
-    # jitter would drown the differences in client-side work that this benchmark compares.
-    async with pool.acquire() as connection:
+async def set_synchronous_commit(dsn: str, value: str) -> None:
+    """synchronous_commit = `value` ("off", "DEFAULT") for connections opened from now on to
+    this database. (Also benchmarks/web.py's.)"""
+    connection = await asyncpg.connect(dsn)
+    try:
         await connection.execute(
-            f"DO $$ BEGIN EXECUTE format('ALTER DATABASE %I {value}', current_database()); END $$"
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET synchronous_commit = "
+            f"{value}', current_database()); END $$"
         )
+    finally:
+        await connection.close()
 
 
 async def benchmark(package: str, rounds: int) -> int:
@@ -324,9 +326,10 @@ async def benchmark(package: str, rounds: int) -> int:
         "min_size": settings.database_pool_size,
         "max_size": settings.database_pool_size + settings.database_max_overflow,
     }
+    # Every single-row variant waits for the same WAL flush at commit; on a shared disk its
+    # jitter would drown the differences in client-side work that this benchmark compares.
+    await set_synchronous_commit(raw_dsn(url), "off")
     raw_pool = await asyncpg.create_pool(raw_dsn(url), **limits)
-    await set_synchronous_commit(raw_pool, "SET synchronous_commit = off")
-    await raw_pool.expire_connections()
     variants = Variants(package, settings, raw_pool)
     single, bulk = variants.single_saves(), variants.bulk_saves()
     results = Results()
@@ -348,7 +351,7 @@ async def benchmark(package: str, rounds: int) -> int:
             print(f"round {round_number + 1}/{rounds} done", file=sys.stderr)
         bounced = await bench_pgbouncer(variants, settings_module, url, limits, rounds, results)
     finally:
-        await set_synchronous_commit(raw_pool, "RESET synchronous_commit")
+        await set_synchronous_commit(raw_dsn(url), "DEFAULT")
         await raw_pool.close()
         await variants.database.dispose()
         await variants.stock_engine.dispose()

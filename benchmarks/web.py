@@ -207,6 +207,9 @@ async def uvicorn(app: str, environment: dict[str, str]) -> AsyncIterator[int]:
 
 
 async def benchmark(package: str, rounds: int) -> None:
+    # Here, not at the top: uvicorn imports this module for the raw app, which needs no ORM.
+    from data_layer import set_synchronous_commit
+
     settings = importlib.import_module(f"{package}.settings").get_settings()
     dsn = settings.database_url_object.set(drivername="postgresql")
     limits = (
@@ -226,19 +229,6 @@ async def benchmark(package: str, rounds: int) -> None:
         await serve_and_measure(package, servers, environment, rounds)
     finally:
         await set_synchronous_commit(environment[RAW_DSN], "DEFAULT")
-
-
-async def set_synchronous_commit(dsn: str, value: str) -> None:
-    """For connections opened from now on to this database."""
-    connection = await asyncpg.connect(dsn)
-    try:
-        await connection.execute(
-            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET synchronous_commit = "
-            + value
-            + "', current_database()); END $$"
-        )
-    finally:
-        await connection.close()
 
 
 async def serve_and_measure(

@@ -23,6 +23,12 @@ TEMPLATE_UV = Path(sys.executable).with_name("uv")
 UV_ENV = {"UV_PYTHON": sys.executable, "UV_PYTHON_DOWNLOADS": "never"}
 
 
+def files_holding(root: Path, secret: str) -> list[Path]:
+    """Every file under `root` (replay files, answers, the bake) whose bytes hold `secret`."""
+    files = [path for path in root.rglob("*") if path.is_file()]
+    return [path for path in files if secret.encode() in path.read_bytes()]
+
+
 def project_env(project: Path, venv: Path | None = None) -> dict[str, str]:
     """Our environment for a command of the project's venv (or `venv`), without our
     database settings (so it reads only its .env) and make flags (from a `make test`)."""

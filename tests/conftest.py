@@ -2,8 +2,6 @@
 
 import os
 import secrets
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +10,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from .baking import bake, install, password_in_environment
-from .postgres import Postgres, free_port, load_local_postgres
+from .postgres import Postgres, load_local_postgres, throwaway_server
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -39,17 +37,9 @@ def postgres() -> Iterator[Postgres]:
             bindir,
         )
         return
-    scratch = Path(tempfile.mkdtemp(prefix="template-postgres-"))
-    scratch.chmod(0o755)  # our own fresh directory: the server's user must reach into it
-    server = local_postgres.Server(bindir, scratch / "cluster", free_port())
     password = secrets.token_urlsafe(16)
-    server.init("postgres", password)
-    server.start()
-    try:
+    with throwaway_server(bindir, password) as (server, _):
         yield Postgres("127.0.0.1", server.port, "postgres", password, bindir)
-    finally:
-        server.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -2,12 +2,17 @@
 
 import importlib.util
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from .baking import TEMPLATE
 
@@ -28,6 +33,34 @@ def load_local_postgres() -> ModuleType:
     finally:
         sys.dont_write_bytecode = saved
     return module
+
+
+def reachable_scratch(prefix: str) -> Path:
+    """A fresh directory of our own that other users may enter (a server run as `postgres`,
+    a command run as `nobody` reach into it); the caller removes it."""
+    scratch = Path(tempfile.mkdtemp(prefix=prefix))
+    scratch.chmod(0o755)
+    return scratch
+
+
+@contextmanager
+def throwaway_server(
+    bindir: Path, password: str, settings: dict[str, str] | None = None
+) -> Iterator[tuple[Any, Path]]:
+    """A new PostgreSQL cluster of `bindir`'s (superuser `postgres`, `password`) on a free
+    port, started with `settings`; yields the baked script's Server and its scratch directory,
+    then stops and removes both."""
+    scratch = reachable_scratch("template-postgres-")
+    server = load_local_postgres().Server(bindir, scratch / "cluster", free_port())
+    try:
+        server.init("postgres", password)
+        server.start(settings=settings)
+        try:
+            yield server, scratch
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def free_port() -> int:

@@ -53,7 +53,7 @@ def test_make_run_serves_the_api(any_project: Path) -> None:
             cwd=any_project,
             env=project_env(any_project),
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,
         ) as server:
             try:

@@ -10,7 +10,6 @@ import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 import tomllib
 from collections.abc import Callable, Iterator
@@ -24,7 +23,13 @@ import pytest
 import yaml
 
 from .baking import TEMPLATE, TEMPLATE_UV, UV_ENV, password_in_environment, read_env, run
-from .postgres import LOCAL_POSTGRES, free_port, load_local_postgres
+from .postgres import (
+    LOCAL_POSTGRES,
+    free_port,
+    load_local_postgres,
+    reachable_scratch,
+    throwaway_server,
+)
 
 CHECK_JSONSCHEMA = str(Path(sys.executable).with_name("check-jsonschema"))
 # The template's own tools (uv) on PATH, the baked project's .venv not: no venv is activated.
@@ -62,8 +67,7 @@ def baked(cookies_session: Any) -> Path:
 def served_from_a_reachable_place(baked: Path) -> Iterator[Path]:
     """`baked`, moved under a directory every user can enter: its server is its own
     (`make db`), run as `postgres` when we are root. Stopped and removed afterwards."""
-    scratch = Path(tempfile.mkdtemp(prefix="template-dx-"))
-    scratch.chmod(0o755)  # our own fresh directory: the server's user must reach into it
+    scratch = reachable_scratch("template-dx-")
     project = Path(shutil.move(baked, scratch))
     try:
         yield project
@@ -188,8 +192,7 @@ def test_make_test_names_pgbouncer_when_it_may_not_install_it() -> None:
     line saying what to install. (As root, the same step installs it with apt-get: CI's.)"""
     if os.geteuid() != 0:
         pytest.skip("hiding the system's PgBouncer takes a private mount namespace: root only")
-    scratch = Path(tempfile.mkdtemp(prefix="template-pgbouncer-"))
-    scratch.chmod(0o755)  # the unprivileged user must read the Makefile
+    scratch = reachable_scratch("template-pgbouncer-")  # `nobody` must read the Makefile
     shutil.copy(TEMPLATE / "Makefile", scratch / "Makefile")
     installed = [Path("/usr/sbin/pgbouncer")] if Path("/usr/sbin/pgbouncer").exists() else []
     as_nobody = ("/usr/sbin/runuser", "-u", "nobody", "--", "make", "pgbouncer")
@@ -305,19 +308,11 @@ def test_make_db_serves_the_host_in_env(cookies: Any, host: str) -> None:
 
 def test_a_server_takes_extra_settings() -> None:
     """Server.start(settings=...) hands each setting to the server, quoted for pg_ctl's shell."""
-    local_postgres = load_local_postgres()
-    scratch = Path(tempfile.mkdtemp(prefix="template-settings-"))
-    scratch.chmod(0o755)  # our own fresh directory: the server's user must reach into it
-    server = local_postgres.Server(local_postgres.find_bindir(), scratch / "cluster", free_port())
-    server.init("postgres", "settings-pw")
     name = "it's $HOME; `id`"
-    server.start(settings={"cluster_name": name})
-    try:
+    bindir = load_local_postgres().find_bindir()
+    with throwaway_server(bindir, "settings-pw", {"cluster_name": name}) as (server, scratch):
         url = f"postgresql://postgres:settings-pw@127.0.0.1:{server.port}/postgres"
         assert query(scratch, url, "show cluster_name") == name
-    finally:
-        server.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def test_make_alone_lists_every_task(baked: Path) -> None:

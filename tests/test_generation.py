@@ -13,7 +13,7 @@ from cookiecutter.exceptions import FailedHookException
 
 from hooks.post_gen_project import WEB_FRAMEWORK_FILES, compose_quote
 
-from .baking import TEMPLATE, read_env
+from .baking import TEMPLATE, files_holding, read_env
 
 SUPPORTED: list[dict[str, str]] = [
     {},
@@ -174,8 +174,7 @@ def test_the_password_comes_verbatim_from_the_environment(
     env = read_env(project)
     assert unquote(urlsplit(env["DATABASE_URL"]).password or "") == password
     assert env["POSTGRES_PASSWORD"] == compose_quote(password)
-    others = [path for path in project.rglob("*") if path.is_file() and path.name != ".env"]
-    assert not [path for path in others if password.encode() in path.read_bytes()]
+    assert [path for path in files_holding(project, password) if path.name != ".env"] == []
 
 
 @pytest.mark.parametrize("context", UNSUPPORTED, ids=ids)

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .baking import TEMPLATE, bake, read_env, run
+from .baking import TEMPLATE, bake, files_holding, read_env, run
 from .postgres import Postgres
 
 # Text a user could type. Cookiecutter renders answers given on its command line as Jinja, so
@@ -52,9 +52,7 @@ def test_adversarial_credentials_work_end_to_end(
     venv = project / ".venv"  # the same code, installed once; the baked .env is what differs
     check_connects(baked, venv)
     run(baked, "pytest", "-q", "-p", "no:cacheprovider", venv=venv)
-    for path in baked.rglob("*"):
-        if path.is_file() and path.name != ".env":
-            assert password.encode() not in path.read_bytes(), path
+    assert [path for path in files_holding(baked, password) if path.name != ".env"] == []
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -94,12 +92,6 @@ def cookiecutter_cli(tmp_path: Path, *arguments: str, password: str) -> Complete
         capture_output=True,
         text=True,
     )
-
-
-def files_holding(root: Path, secret: str) -> list[Path]:
-    """Every file under `root` (replay files, answers, the bake) whose bytes hold `secret`."""
-    files = [path for path in root.rglob("*") if path.is_file()]
-    return [path for path in files if secret.encode() in path.read_bytes()]
 
 
 def test_the_password_is_only_in_dot_env(tmp_path: Path) -> None:
