@@ -35,6 +35,15 @@ UNPRIVILEGED_USER = "postgres"  # who runs the server when we are root: initdb r
 # Root only: data of projects the server's user cannot enter, and copies of binaries it cannot
 # reach, in a place of its own rather than a loosened home directory.
 SHARED_ROOT = Path("/var/lib/local-postgres")
+# A client that vanished (a partition, a killed host) must not hold its locks for the two hours
+# TCP takes to notice with the OS defaults: a transaction left idle ends after a minute, and
+# a dead peer of an idle connection is found after 30 s + 3 unanswered probes 10 s apart.
+ABANDONED_CLIENT_SETTINGS = {
+    "idle_in_transaction_session_timeout": "60s",
+    "tcp_keepalives_idle": "30s",
+    "tcp_keepalives_interval": "10s",
+    "tcp_keepalives_count": "3",
+}
 BINDIR_PATTERNS = (
     "/usr/lib/postgresql/*/bin",  # Debian, Ubuntu
     "/usr/pgsql-*/bin",  # RHEL, Fedora (PGDG)
@@ -313,6 +322,7 @@ class Server:
             "listen_addresses": self.host,
             "port": str(self.port),
             "unix_socket_directories": "",
+            **ABANDONED_CLIENT_SETTINGS,
             **(settings or {}),
         }
         # pg_ctl hands the options to postgres through the shell: quote each one.

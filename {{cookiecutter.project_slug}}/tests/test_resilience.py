@@ -1,6 +1,7 @@
 """`get_session()` under load, cancellation, server restarts, PgBouncer, and shutdown."""
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -12,8 +13,10 @@ import pytest
 from sqlalchemy import URL, event, text
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import NullPool
 
-from {{ cookiecutter.project_slug }} import database
+from {{ cookiecutter.project_slug }} import connections, database
+from {{ cookiecutter.project_slug }}.connections import CommitCheckingConnection
 from {{ cookiecutter.project_slug }}.database import create_engine, dispose, get_session
 from {{ cookiecutter.project_slug }}.migrations import upgrade
 from {{ cookiecutter.project_slug }}.repository import save_tutorial, save_tutorials
@@ -179,33 +182,83 @@ def statements_logged(log: Path, offset: int, pid: int) -> list[str]:
     return [f"{kind}: {query}" for kind, query in found]
 
 
+SAVE = [
+    "statement: BEGIN;",
+    "execute: INSERT INTO tutorials (name) VALUES ($1::VARCHAR)"
+    " RETURNING tutorials.tutorial_id, tutorials.name",
+    "statement: COMMIT;",
+]
+
+
 @pytest.mark.commits
-async def test_a_save_on_a_warm_pool_is_three_round_trips(
-    own_server: tuple[Any, URL], bind_get_session: Bind
+@pytest.mark.parametrize(
+    ("idle", "expected"),
+    [(0.0, SAVE), (0.3, [f"statement: {connections.PING}", *SAVE])],
+    ids=["warm: BEGIN, INSERT, COMMIT", "idle past the threshold: one ping, kept"],
+)
+async def test_round_trips_of_a_save(
+    own_server: tuple[Any, URL],
+    bind_get_session: Bind,
+    caplog: pytest.LogCaptureFixture,
+    idle: float,
+    expected: list[str],
 ) -> None:
-    """A one-row save through get_session(): BEGIN, INSERT … RETURNING, COMMIT, as the server
-    logs them, and nothing else (no ping)."""
+    """A one-row save through get_session() on a warm pool is BEGIN, INSERT … RETURNING and
+    COMMIT, as the server logs them, and nothing else; after the connection sat idle past
+    database_pool_ping_idle, a ping comes first, it succeeds, and the same connection is kept
+    with nothing logged."""
     server, url = own_server
     logged = {"server_settings": {"log_min_duration_statement": "0"}}  # superuser-only setting
-    engine = bind_get_session(settings_for(url), pool_size=1, connect_args=logged)
+    settings = settings_for(url, database_pool_ping_idle=0.2)
+    engine = bind_get_session(settings, pool_size=1, connect_args=logged)
     await upgrade(engine)
     for number in range(3):  # warm: connected, the INSERT prepared and cached
         await save_in_own_session(f"warm-up {number}")
     async with engine.connect() as connection:
         pid = int(await connection.scalar(text("SELECT pg_backend_pid()")) or 0)
+    await asyncio.sleep(idle)
     log = server.data_dir / "server.log"
     offset = len(log.read_text())
-    await save_in_own_session("counted")
+    with caplog.at_level(logging.INFO):
+        await save_in_own_session("counted")
     for _ in range(50):  # the server writes its log a moment after answering
-        if len(statements := statements_logged(log, offset, pid)) >= 3:
+        if len(statements := statements_logged(log, offset, pid)) >= len(expected):
             break
         await asyncio.sleep(0.05)
-    assert statements == [
-        "statement: BEGIN;",
-        "execute: INSERT INTO tutorials (name) VALUES ($1::VARCHAR)"
-        " RETURNING tutorials.tutorial_id, tutorials.name",
-        "statement: COMMIT;",
-    ]
+    assert statements == expected  # on the same backend: the connection was kept
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+class PingFails(CommitCheckingConnection):
+    """A connection whose ping raises what no network error is: as asyncpg 0.32 did on the
+    empty query once used as the ping."""
+
+    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:  # noqa: ASYNC109
+        if query == connections.PING:
+            raise AttributeError("'NoneType' object has no attribute 'decode'")
+        return await super().execute(query, *args, timeout=timeout)
+
+
+@pytest.mark.commits
+async def test_a_ping_failing_in_any_way_is_a_silent_reconnect(
+    engine: AsyncEngine, bind_get_session: Bind
+) -> None:
+    """Whatever the ping of an idle connection raises, the pool replaces the connection and
+    the save works."""
+    settings = settings_for(engine.url, database_pool_ping_idle=0.2)
+    breaking = {"connection_class": PingFails}
+    bind_get_session(settings, pool_size=1, max_overflow=0, connect_args=breaking)
+    assert (pid := await save_and_tell_backend("before idling")) > 0
+    await asyncio.sleep(0.3)
+    assert await save_and_tell_backend("after idling") != pid  # a new connection
+    assert await count_tutorials(engine, "after idling") == 1
+
+
+async def save_and_tell_backend(name: str) -> int:
+    """Save `name` in its own session; the backend's pid that did it."""
+    async with get_session() as session:
+        await save_tutorial(session, name)
+        return int(await session.scalar(text("SELECT pg_backend_pid()")) or 0)
 
 
 @pytest.mark.commits
@@ -338,3 +391,51 @@ async def test_a_silently_vanished_peer_of_a_busy_connection_costs_one_bounded_f
     seconds, error = await timed_save("after vanishing")
     assert error is None
     assert await count_tutorials(engine, "after vanishing") == 1
+
+
+@pytest.mark.commits
+async def test_a_vanished_client_releases_its_locks(
+    engine: AsyncEngine, silent_proxy: SilentProxy, bind_get_session: Bind
+) -> None:
+    """A client vanishes (nothing forwarded, nothing closed) inside a transaction holding a
+    lock: its statement fails after database_command_timeout, the server ends the abandoned
+    transaction after idle_in_transaction_session_timeout (here 1 s, `make db`'s 60 s), the
+    lock is free again, and the next save works on a new connection."""
+    abandoned_after = {"server_settings": {"idle_in_transaction_session_timeout": "1s"}}
+    settings = settings_for(await silent_proxy.start(), database_command_timeout=1)
+    bind_get_session(settings, pool_size=1, max_overflow=0, connect_args=abandoned_after)
+
+    async def lock_then_vanish() -> None:
+        async with get_session() as session:
+            await session.execute(text("LOCK TABLE tutorials IN EXCLUSIVE MODE"))
+            silent_proxy.vanish()
+            await session.execute(text("SELECT 1"))
+
+    vanished = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await lock_then_vanish()
+    async with engine.connect() as direct:  # the lock is free once the server gave up
+        await direct.execute(text("SET lock_timeout = '10s'"))
+        await direct.execute(text("LOCK TABLE tutorials IN EXCLUSIVE MODE"))
+    released = time.monotonic() - vanished
+    seconds, error = await timed_save("after the partition")
+    assert error is None
+    assert released < 1 + BOUNDED
+    assert seconds < BOUNDED
+    assert await count_tutorials(engine, "after the partition") == 1
+
+
+async def test_our_servers_end_abandoned_transactions(own_server: tuple[Any, URL]) -> None:
+    """Servers of scripts/local_postgres.py (`make db`, the tests') end a transaction left
+    idle after a minute and probe an idle client's socket after 30 s."""
+    _, url = own_server
+    observer = create_engine(settings_for(url), poolclass=NullPool)
+    try:
+        async with observer.connect() as connection:
+            shown = [
+                await connection.scalar(text(f"SHOW {name}"))
+                for name in ("idle_in_transaction_session_timeout", "tcp_keepalives_idle")
+            ]
+    finally:
+        await observer.dispose()
+    assert shown == ["1min", "30"]  # tcp_keepalives_idle is shown in seconds

@@ -117,6 +117,8 @@ def test_connect_args_carry_what_a_url_cannot() -> None:
         ),
         ("postgres://u:pw@a,b/app?port=1,2,3", "number of hosts and ports"),
         ("postgres://u:pw@host/app?port=99999", "port that is not a number"),
+        ("postgres://u:pw@localhost:99999/app", "port that is not a number"),
+        ("postgres://u:pw@localhost:0/app", "port that is not a number"),
     ],
 )
 def test_bad_urls_get_an_error_naming_the_variable(

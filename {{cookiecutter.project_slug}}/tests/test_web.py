@@ -1,6 +1,8 @@
 """The HTTP service through ASGI: routes, validation, errors, and when its sessions commit."""
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -41,6 +43,11 @@ def add_failing_routes(app: FastAPI) -> None:
     async def write_then_refuse(session: Session) -> None:
         await save_tutorial(session, "written, then refused")
         raise HTTPException(409, "refused after the write")
+
+    @app.post("/write-then-fail-on-a-file")
+    async def write_then_fail_on_a_file(session: Session) -> None:
+        await save_tutorial(session, "written, then failed on a file")
+        open("/nonexistent/report.txt").close()  # noqa: ASYNC230
 
     @app.post("/write-then-swallow")
     async def write_then_swallow(session: Session) -> None:
@@ -137,6 +144,112 @@ async def test_invalid_bodies_are_422(
     assert await count_tutorials(session, "") == 0
 
 
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        (b'{"name": NaN}', "name"),
+        (b'{"name": -Infinity}', "name"),
+        (b'{"name": "\\ud800"}', "name"),
+        (b'{"\\udfff": 1, "name": "ok"}', "body"),
+        (b'{"name": "' + b"x" * 500_000 + b'"}', "name"),
+        (b'{"name": ["' + b"y" * 1000 + b'"] }', "name"),
+        (b'{"name": "unterminated', "body"),
+    ],
+    ids=["NaN", "-Infinity", "lone surrogate", "surrogate key", "500 kB", "list", "not JSON"],
+)
+async def test_every_invalid_body_is_a_short_422_naming_the_field(
+    client: AsyncClient, content: bytes, field: str
+) -> None:
+    """Values JSON cannot carry back, huge ones and broken JSON: a 422 naming the field and
+    its problem, with at most a short excerpt of the value."""
+    response = await client.post(
+        "/tutorials", content=content, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert len(response.content) < 1000
+    error = response.json()["detail"][0]
+    assert field in [str(part) for part in error["loc"]]
+    assert error["msg"]
+    assert error["type"]
+
+
+async def test_a_body_that_is_not_utf8_is_a_documented_400(client: AsyncClient) -> None:
+    """JSON must be UTF-8: anything else is a 400, which the OpenAPI document lists."""
+    response = await client.post(
+        "/tutorials", content=b'{"name": "\xff"}', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    responses = (await client.get("/openapi.json")).json()["paths"]["/tutorials"]["post"]
+    assert "400" in responses["responses"]
+
+
+async def over_the_limit(size: int) -> AsyncIterator[bytes]:
+    """A chunked body of `size` bytes (no Content-Length to go by)."""
+    for _ in range(size // 65536 + 1):
+        yield b"x" * 65536
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"x" * (1024 * 1024 + 1), over_the_limit(1024 * 1024 + 1)],
+    ids=["declared length", "chunked"],
+)
+async def test_a_body_over_the_limit_is_413(
+    client: AsyncClient, session: AsyncSession, content: bytes | AsyncIterator[bytes]
+) -> None:
+    """A body over REQUEST_MAX_BYTES (1 MiB) is refused with 413, whether its length is
+    declared or it arrives in chunks; nothing is stored."""
+    response = await client.post(
+        "/tutorials", content=content, headers={"content-type": "application/json"}
+    )
+    assert (response.status_code, response.json()) == (
+        413,
+        {"detail": "request body over 1048576 bytes"},
+    )
+    assert await count_tutorials(session, "") == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("OPTIONS", "/tutorials", "GET, HEAD, POST"),
+        ("PATCH", "/tutorials/1", "DELETE, GET, HEAD"),
+        ("POST", "/health", "GET, HEAD"),
+    ],
+)
+async def test_a_method_not_allowed_names_every_allowed_one(
+    client: AsyncClient, method: str, path: str, allow: str
+) -> None:
+    """405's `Allow` lists the methods of every route on the path, not only the first's."""
+    response = await client.request(method, path)
+    assert (response.status_code, response.headers["allow"]) == (405, allow)
+
+
+async def test_head_is_answered_wherever_get_is(client: AsyncClient) -> None:
+    """HEAD answers as GET would, without the body."""
+    get, head = await client.get("/health"), await client.head("/health")
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["content-length"] == get.headers["content-length"]
+
+
+@pytest.mark.commits
+async def test_ready_after_the_pool_sat_idle(
+    engine: AsyncEngine,
+    client: AsyncClient,
+    bind_get_session: Callable[..., AsyncEngine],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A pooled connection idle past DATABASE_POOL_PING_IDLE is pinged and kept: /ready and a
+    write answer as usual, and nothing is logged (asyncpg 0.32 once failed every ping: 500)."""
+    bind_get_session(settings_for(engine.url, database_pool_ping_idle=0.2), pool_size=2)
+    assert (await client.get("/ready")).status_code == 200
+    await asyncio.sleep(0.3)
+    with caplog.at_level(logging.INFO):
+        assert (await client.get("/ready")).status_code == 200
+        assert (await client.post("/tutorials", json={"name": "after idling"})).status_code == 201
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
 async def test_longest_name_is_accepted(client: AsyncClient) -> None:
     """255 characters, the column's length, are stored (multi-byte characters count as one)."""
     name = "é" * 255
@@ -206,6 +319,11 @@ async def test_unique_violation_is_409(client: AsyncClient, session: AsyncSessio
 FAILED_AFTER_A_WRITE = {
     "a bug: a JSON 500 without a traceback": ("/write-then-raise", 500, "internal error"),
     "HTTPException: its own answer": ("/write-then-refuse", 409, "refused after the write"),
+    "an OSError not from the database: a 500, not a 503": (
+        "/write-then-fail-on-a-file",
+        500,
+        "internal error",
+    ),
     "a swallowed failed statement: a 500, not a 2xx for lost rows": (
         "/write-then-swallow",
         500,

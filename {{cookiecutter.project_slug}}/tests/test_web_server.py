@@ -1,8 +1,10 @@
 """The HTTP service in a real uvicorn server: load, clients that hang up, database restarts."""
 
 import asyncio
+import contextlib
 import os
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,17 +16,21 @@ from fastapi import FastAPI
 from sqlalchemy import URL, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from {{ cookiecutter.project_slug }}.client_limits import with_request_timeout
 from {{ cookiecutter.project_slug }}.web import create_app
 
 from .server_state import count_tutorials, idle_in_transaction
 from .servers import PROJECT_ROOT, free_port
+from .test_web import add_failing_routes
 
 
 @asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[str]:
-    """Run `app` in uvicorn on a free port of this process's loop; yield its base URL."""
+async def serving(app: FastAPI, **config: Any) -> AsyncIterator[str]:
+    """Run `app` in uvicorn (with `config`) on a free port of this process's loop; yield its
+    base URL."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    config = {"host": "127.0.0.1", "port": port, "log_level": "warning", **config}
+    server = uvicorn.Server(uvicorn.Config(app, **config))
     task = asyncio.create_task(server.serve())
     while not server.started:
         assert not task.done(), "uvicorn did not start"
@@ -145,3 +151,94 @@ async def test_a_database_restart_under_a_running_server(own_server: tuple[Any, 
     assert log.count("Application startup complete") == 3, log
     assert (url.password or "") not in log
     assert "Traceback" not in log
+
+
+async def exchange(base_url: str, *parts: bytes, pause: float = 0) -> bytes:
+    """Send `parts` on one new connection (`pause` seconds apart); everything the server
+    sends back until it closes the connection or 5 seconds pass."""
+    host, port = base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        for part in parts:
+            writer.write(part)
+            await writer.drain()
+            await asyncio.sleep(pause)
+        received = b""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                while chunk := await reader.read(65536):
+                    received += chunk
+        return received
+    finally:
+        writer.close()
+
+
+def request(method: str, path: str, body: bytes = b"", close: bool = False) -> bytes:
+    headers = f"{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {len(body)}\r\n"
+    if body:
+        headers += "Content-Type: application/json\r\n"
+    if close:
+        headers += "Connection: close\r\n"
+    return headers.encode() + b"\r\n" + body
+
+
+@pytest.mark.commits
+async def test_a_500_keeps_the_connection_for_the_next_request(engine: AsyncEngine) -> None:
+    """A handler's bug answers 500, and the same keep-alive connection serves the next
+    request (the catch-all used to re-raise, and the server dropped the connection)."""
+    app = create_app()
+    add_failing_routes(app)
+    async with serving(app) as base_url:
+        answers = await exchange(
+            base_url,
+            request("POST", "/write-then-raise"),
+            request("GET", "/health", close=True),
+            pause=0.5,
+        )
+    assert answers.startswith(b"HTTP/1.1 500 ")
+    assert b"HTTP/1.1 200 OK" in answers
+    assert await count_tutorials(engine, "written, then ") == 0
+
+
+async def test_a_declared_body_over_the_limit_is_refused_unread(engine: AsyncEngine) -> None:
+    """A request declaring a 100 MB body gets 413 after sending 1 kB of it: the server reads
+    no further (then closes the connection, which still holds the unread rest)."""
+    async with serving(create_app()) as base_url:
+        head = request("POST", "/tutorials").replace(b"Length: 0", b"Length: 100000000")
+        answer = await exchange(base_url, head + b"x" * 1024)
+    assert answer.startswith(b"HTTP/1.1 413 ")
+
+
+async def test_stalled_requests_are_cut_off_and_others_served(engine: AsyncEngine) -> None:
+    """With a request timeout of 0.5 s, connections that sent nothing, half a request line
+    or half a body are closed without an answer, while whole requests, even ones sent in
+    parts 0.2 s apart or answered slowly, are served."""
+    app = create_app()
+
+    @app.get("/slow")
+    async def slow() -> dict[str, str]:
+        await asyncio.sleep(1)
+        return {"status": "slow"}
+
+    timed = with_request_timeout(0.5)
+    async with serving(app, http=timed) as base_url:
+        half_body = request("POST", "/tutorials", b'{"name": "complete"}')[:-8]
+        health = request("GET", "/health", close=True)
+        started = time.monotonic()
+        stalled = asyncio.gather(
+            exchange(base_url),
+            exchange(base_url, b"GET /health HT"),
+            exchange(base_url, half_body),
+        )
+        served = await asyncio.gather(
+            exchange(base_url, health[:10], health[10:30], health[30:], pause=0.2),
+            exchange(base_url, request("GET", "/slow", close=True)),
+            exchange(base_url, request("POST", "/tutorials", b'{"name": "in time"}', close=True)),
+        )
+        assert list(await stalled) == [b"", b"", b""]
+        assert time.monotonic() - started < 5  # closed by the server, not by our 5 s wait
+    assert [answer.split(b"\r\n")[0] for answer in served] == [
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 201 Created",
+    ]

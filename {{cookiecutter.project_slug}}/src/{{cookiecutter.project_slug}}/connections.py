@@ -1,6 +1,8 @@
 """What every engine does with its connections: a COMMIT the server turned into ROLLBACK is
 an error, a transaction aborted by a failed statement is known, a pooled connection that
-died is never handed out, and one whose statement timed out is not reused."""
+died is never handed out, one whose statement timed out is not reused, and a server that
+cannot be reached or does not answer is a SQLAlchemy error like every other database failure
+(never a bare `OSError` that callers could not tell from their own)."""
 
 import math
 import time
@@ -10,7 +12,8 @@ from weakref import WeakSet
 import asyncpg
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, ExceptionContext, Transaction
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.engine.interfaces import Dialect
+from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -22,6 +25,20 @@ from .settings import Settings
 IN_FAILED_SQL_TRANSACTION = "25P02"
 # Set in a pooled connection's info when it goes back to the pool: how long it sat idle.
 CHECKED_IN_AT = "checked_in_at"
+# The idle ping: a real query, one round trip in the simple protocol (no prepared statement,
+# fine behind PgBouncer). Not the empty query ";": asyncpg 0.32 raises AttributeError on its
+# reply, which made every ping fail.
+PING = "SELECT 1"
+
+
+class ConnectError(SQLAlchemyError, OSError):
+    """The server could not be reached (refused, unresolvable, or no answer within the connect
+    timeout). An `OSError` too, as the driver's own error was."""
+
+
+class StatementTimeoutError(SQLAlchemyError, TimeoutError):
+    """The server did not answer a statement within `database_command_timeout`; the connection
+    is discarded. A `TimeoutError` too, as the driver's own error was."""
 
 
 def sqlstate(error: BaseException) -> str:
@@ -101,24 +118,37 @@ def check_pooled_connections(engine: AsyncEngine, settings: Settings) -> AsyncEn
         idle = time.monotonic() - record.info.get(CHECKED_IN_AT, math.inf)
         if idle > settings.database_pool_ping_idle:
             try:
-                # A simple query: one round trip, no transaction, fine behind PgBouncer.
-                await_only(driver.execute(";", timeout=settings.database_pool_ping_timeout))
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-                raise DisconnectionError(f"a pooled connection idle {idle:.0f} s: {e!r}") from e
+                await_only(driver.execute(PING, timeout=settings.database_pool_ping_timeout))
+            except Exception as error:  # whatever failed, a new connection is the cure
+                reason = f"a pooled connection idle {idle:.0f} s failed its ping: {error!r}"
+                raise DisconnectionError(reason) from error
 
     event.listen(engine.sync_engine, "checkin", checked_in)
     event.listen(engine.sync_engine, "checkout", checked_out)
     return engine
 
 
-def discard_timed_out(context: ExceptionContext) -> None:
+def discard_timed_out(context: ExceptionContext) -> StatementTimeoutError | None:
     """A statement timed out: the server may be gone, so the connection is not reused."""
-    if isinstance(context.original_exception, TimeoutError):
+    error = context.original_exception
+    if isinstance(error, TimeoutError) and not isinstance(error, SQLAlchemyError):
         context.is_disconnect = True
+        return StatementTimeoutError(f"no answer from the server in time: {error!r}")
+    return None
+
+
+def connect(dialect: Dialect, _: Any, cargs: Any, cparams: Any) -> Any:
+    """Connect as the engine would; a network failure or timeout becomes `ConnectError`."""
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except OSError as error:  # TimeoutError (the connect timeout) included
+        # The driver's message names the host and port, never the password.
+        raise ConnectError(f"cannot connect to the database: {error!r}") from error
 
 
 def watch(engine: AsyncEngine, settings: Settings) -> AsyncEngine:
     """Register all of the above on `engine`."""
+    event.listen(engine.sync_engine, "do_connect", connect)
     event.listen(engine.sync_engine, "handle_error", discard_timed_out)
     event.listen(engine.sync_engine, "handle_error", mark_aborted)
     return check_pooled_connections(engine, settings)

@@ -136,6 +136,8 @@ def _parse(raw: str) -> tuple[URL, dict[str, Any]]:
             )
         if isinstance(value, tuple) and name != "host":
             raise ValueError(f"DATABASE_URL has the parameter {name!r} more than once")
+    if url.port is not None:  # in the authority (`@host:99999/`): SQLAlchemy takes any number
+        _port(str(url.port))
     url = _hosts(url.set(drivername=DRIVER, query={}), query)
     single: dict[str, str] = {k: v for k, v in query.items() if isinstance(v, str)}
     keep: dict[str, str] = {}  # parameters asyncpg takes as they are, from the URL

@@ -2,19 +2,24 @@
 
 import asyncio
 import logging
+import reprlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import delete, select, text
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import database, migrations
-from .connections import sqlstate
+from .client_limits import BodyLimit, with_request_timeout
+from .connections import ConnectError, StatementTimeoutError, sqlstate
 from .models import Tutorial
 from .repository import save_tutorial
 from .schemas import (
@@ -31,10 +36,18 @@ from .settings import Settings
 logger = logging.getLogger(__name__)
 
 # SQLSTATE classes and codes that mean "the database is not there right now, try again":
-# connection exceptions, the server shutting down or starting up, and transactions that lost
-# a race (serialization failure, deadlock) which a retry may win.
+# connection exceptions, the server shutting down or starting up, no connection slot left
+# (too many clients), and transactions that lost a race (serialization failure, deadlock)
+# which a retry may win.
 UNAVAILABLE_CLASSES = ("08", "57P")
-RETRY_CODES = frozenset({"40001", "40P01"})
+RETRY_CODES = frozenset({"40001", "40P01", "53300"})
+# Failures of reaching the database at all: connecting, a pool with no free connection in
+# time, a statement with no answer in time, a pooled connection found dead.
+UNREACHABLE = (ConnectError, PoolTimeoutError, StatementTimeoutError, DisconnectionError)
+# A 422 shows at most this many errors, and an excerpt of about 40 characters of each value.
+MAX_ERRORS = 10
+EXCERPT = reprlib.Repr()
+EXCERPT.maxstring = EXCERPT.maxother = 40
 
 
 class WebSettings(Settings):
@@ -45,6 +58,11 @@ class WebSettings(Settings):
     migrate_on_startup: bool = False
     # Seconds `/ready` waits for `SELECT 1` before answering 503.
     ready_timeout: float = 2.0
+    # Bytes a request body may have: a larger one is answered 413 without being read whole.
+    request_max_bytes: int = 1024 * 1024
+    # Seconds a client has to send a whole request, from its connection opening or its last
+    # response (with `--http <package>.web:HTTPProtocol`): a stalled one is disconnected.
+    request_timeout: float = 20.0
 
 
 async def session_per_request() -> AsyncIterator[AsyncSession]:
@@ -74,7 +92,7 @@ async def database_error(request: Request, error: Exception) -> JSONResponse:
     if isinstance(error, IntegrityError):
         return problem(status.HTTP_409_CONFLICT, "conflicts with stored data")
     unavailable = (
-        isinstance(error, OSError | PoolTimeoutError)
+        isinstance(error, UNREACHABLE)
         or (isinstance(error, DBAPIError) and error.connection_invalidated)
         or code.startswith(UNAVAILABLE_CLASSES)
         or code in RETRY_CODES
@@ -86,9 +104,95 @@ async def database_error(request: Request, error: Exception) -> JSONResponse:
     return problem(status.HTTP_500_INTERNAL_SERVER_ERROR, "internal error")
 
 
-async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
-    """Any other exception: a JSON 500 (the server's log keeps the traceback)."""
-    return problem(status.HTTP_500_INTERNAL_SERVER_ERROR, "internal error")
+async def invalid_request(request: Request, error: Exception) -> JSONResponse:
+    """A 422 naming each field and its problem, with a short excerpt of the value at most.
+
+    FastAPI's own handler echoes every rejected value whole: a 10 MB name came back as a
+    10 MB answer, and a value JSON cannot carry (NaN, a lone surrogate) made it fail (500).
+    """
+    assert isinstance(error, RequestValidationError)
+    details = [
+        {
+            "loc": [part if isinstance(part, int) else printable(str(part)) for part in e["loc"]],
+            "msg": printable(e["msg"]),
+            "type": e["type"],
+            "input": printable(EXCERPT.repr(e.get("input"))),
+        }
+        for e in error.errors()[:MAX_ERRORS]
+    ]
+    return JSONResponse({"detail": details}, status_code=422)
+
+
+def printable(text: str) -> str:
+    """`text` with what UTF-8 cannot carry (lone surrogates) as escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+async def method_not_allowed(request: Request, error: Exception) -> JSONResponse:
+    """405 with the methods of every route on the path in `Allow`: Starlette names only the
+    first route's (FastAPI has one route per method)."""
+    methods = {
+        method
+        for route in request.app.routes
+        if route.matches(request.scope)[0] != Match.NONE
+        for method in getattr(route, "methods", None) or ()
+    }
+    if "GET" in methods:
+        methods.add("HEAD")  # answered as GET without the body: see HeadAsGet
+    allow = {"Allow": ", ".join(sorted(methods))}
+    return problem(status.HTTP_405_METHOD_NOT_ALLOWED, "method not allowed", allow)
+
+
+class HeadAsGet:
+    """ASGI middleware: HEAD runs as GET and is answered without the body (HTTP requires HEAD
+    wherever GET is served; FastAPI routes accept only the methods they list)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
+class CatchAll:
+    """ASGI middleware: any exception no handler took becomes a JSON 500, logged with its
+    traceback. Starlette's own catch-all re-raises after answering, which made the server
+    drop the connection: the client's next request on it failed too."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started |= message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            logger.exception("%s %s failed", scope["method"], scope["path"])
+            if started:  # too late for another answer: the server closes the connection
+                raise
+            await problem(status.HTTP_500_INTERNAL_SERVER_ERROR, "internal error")(
+                scope, receive, send
+            )
 
 
 def create_app(settings: WebSettings | None = None) -> FastAPI:
@@ -113,8 +217,12 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
         },
     )
     app.add_exception_handler(SQLAlchemyError, database_error)
-    app.add_exception_handler(OSError, database_error)
-    app.add_exception_handler(Exception, unexpected_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(status.HTTP_405_METHOD_NOT_ALLOWED, method_not_allowed)
+    # Outermost last: a HEAD is a GET to everything inside; a failure anywhere is a 500.
+    app.add_middleware(BodyLimit, max_bytes=settings.request_max_bytes)
+    app.add_middleware(CatchAll)
+    app.add_middleware(HeadAsGet)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -127,7 +235,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
         try:
             async with asyncio.timeout(settings.ready_timeout), database.get_session() as session:
                 await session.execute(text("SELECT 1"))
-        except (SQLAlchemyError, OSError, TimeoutError) as error:
+        except Exception as error:  # whatever keeps the database from answering: not ready
             logger.warning("not ready: %s", type(error).__name__)
             raise HTTPException(
                 status.HTTP_503_SERVICE_UNAVAILABLE, "database unavailable"
@@ -138,7 +246,11 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
         "/tutorials",
         status_code=status.HTTP_201_CREATED,
         response_model=TutorialRead,
-        responses={409: {"model": Problem}},
+        responses={
+            400: {"model": Problem, "description": "The body is not JSON in UTF-8"},
+            409: {"model": Problem},
+            413: {"model": Problem, "description": "The body is over REQUEST_MAX_BYTES"},
+        },
     )
     async def create_tutorial(
         body: TutorialCreate, session: Session, response: Response
@@ -194,4 +306,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     return app
 
 
-app = create_app()
+settings = WebSettings()  # type: ignore[call-arg]  # from the environment
+app = create_app(settings)
+# uvicorn's HTTP protocol with REQUEST_TIMEOUT: `uvicorn --http <package>.web:HTTPProtocol`.
+HTTPProtocol = with_request_timeout(settings.request_timeout)
