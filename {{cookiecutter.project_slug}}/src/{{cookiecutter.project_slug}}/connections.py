@@ -120,6 +120,9 @@ def check_pooled_connections(engine: AsyncEngine, settings: Settings) -> AsyncEn
             try:
                 await_only(driver.execute(PING, timeout=settings.database_pool_ping_timeout))
             except Exception as error:  # whatever failed, a new connection is the cure
+                # Closed at once: a polite close of a connection that does not answer waited
+                # on it for half a minute (asyncpg before 0.32).
+                driver.terminate()
                 reason = f"a pooled connection idle {idle:.0f} s failed its ping: {error!r}"
                 raise DisconnectionError(reason) from error
 
