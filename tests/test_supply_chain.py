@@ -184,8 +184,8 @@ def test_ci_installs_the_committed_lock_or_fails(cookies: Any) -> None:
     assert not list(project.glob(".venv/lib/python*/site-packages/sqlalchemy"))
 
 
-# hadolint's own examples: one multi-stage image as the shipping guide has it, and one with
-# the faults hadolint exists for.
+# For the harness: a multi-stage image as the team's shipping guide describes it (uv's Docker
+# guide, a numeric non-root user), and one with the faults hadolint exists to catch.
 CLEAN_DOCKERFILE = """\
 FROM python:3.13-slim-bookworm AS build
 COPY --from=ghcr.io/astral-sh/uv:0.9.9 /uv /bin/uv
