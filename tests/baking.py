@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
+import yaml
 
 from hooks.post_gen_project import PASSWORD_VARIABLE
 
@@ -21,6 +22,7 @@ TEMPLATE = Path(__file__).resolve().parents[1]
 # never a downloaded one.
 TEMPLATE_UV = Path(sys.executable).with_name("uv")
 UV_ENV = {"UV_PYTHON": sys.executable, "UV_PYTHON_DOWNLOADS": "never"}
+CHECK_JSONSCHEMA = str(Path(sys.executable).with_name("check-jsonschema"))
 
 
 def files_holding(root: Path, secret: str) -> list[Path]:
@@ -98,3 +100,16 @@ def read_env(project: Path) -> dict[str, str]:
     lines = (project / ".env").read_text(encoding="utf-8").splitlines()
     pairs = (line.partition("=") for line in lines if line and not line.startswith("#"))
     return {key: value.strip("'") for key, _, value in pairs}
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def check_schema(schema: str, path: Path) -> None:
+    """Validate `path` against a JSON schema that check-jsonschema ships (no network)."""
+    subprocess.run(
+        [CHECK_JSONSCHEMA, "--builtin-schema", f"vendor.{schema}", str(path)],
+        check=True,
+        capture_output=True,
+    )

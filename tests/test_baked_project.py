@@ -31,14 +31,15 @@ def any_project(request: pytest.FixtureRequest, cookies_session: Any, postgres: 
 @pytest.mark.parametrize(
     "command",
     [
-        ("make", "lint"),  # ruff check, ruff format --check, mypy --strict
+        ("make", "lint"),  # ruff check, ruff format --check, mypy --strict, zizmor
         ("pytest", "-q", "-p", "no:cacheprovider"),
         ("pre-commit", "validate-config", ".pre-commit-config.yaml"),
     ],
     ids=" ".join,
 )
 def test_baked_tool_passes(any_project: Path, command: tuple[str, ...]) -> None:
-    """The baked project's lint (ruff, mypy), pytest and pre-commit config pass, skipping none."""
+    """The baked project's lint (ruff, mypy, zizmor), pytest and pre-commit config pass, skipping
+    none."""
     result = run(any_project, *command)
     assert " skipped" not in result.stdout  # PgBouncer and restart tests need their binaries
 

@@ -20,9 +20,17 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
-import yaml
 
-from .baking import TEMPLATE, TEMPLATE_UV, UV_ENV, password_in_environment, read_env, run
+from .baking import (
+    TEMPLATE,
+    TEMPLATE_UV,
+    UV_ENV,
+    check_schema,
+    load_yaml,
+    password_in_environment,
+    read_env,
+    run,
+)
 from .postgres import (
     LOCAL_POSTGRES,
     free_port,
@@ -31,7 +39,6 @@ from .postgres import (
     throwaway_server,
 )
 
-CHECK_JSONSCHEMA = str(Path(sys.executable).with_name("check-jsonschema"))
 # The template's own tools (uv) on PATH, the baked project's .venv not: no venv is activated.
 PLAIN_PATH = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 # Where Debian's PostgreSQL server binaries are, here and on CI; hidden for the fresh machine.
@@ -42,19 +49,6 @@ Runner = Callable[..., subprocess.CompletedProcess[str]]
 def make(project: Path, *arguments: str, **env: str) -> str:
     """Run make in `project` as a developer would, without an activated venv; its output."""
     return run(project, "make", *arguments, PATH=PLAIN_PATH, **UV_ENV, **env).stdout
-
-
-def load_yaml(path: Path) -> Any:
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
-
-
-def check_schema(schema: str, path: Path) -> None:
-    """Validate `path` against a JSON schema that check-jsonschema ships (no network)."""
-    subprocess.run(
-        [CHECK_JSONSCHEMA, "--builtin-schema", f"vendor.{schema}", str(path)],
-        check=True,
-        capture_output=True,
-    )
 
 
 @pytest.fixture(scope="module")
