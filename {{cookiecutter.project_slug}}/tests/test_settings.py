@@ -43,7 +43,12 @@ def test_every_postgresql_scheme_gets_the_asyncpg_driver(raw: str) -> None:
     ("raw", "host", "port", "query"),
     [
         ("postgres://u:pw@a:5432,b:5433/app", None, None, {"host": "a,b", "port": "5432,5433"}),
-        ("postgres://u:pw@/app?host=a:5432&host=b", None, None, {"host": "a,b", "port": "5432,5432"}),
+        (
+            "postgres://u:pw@/app?host=a:5432&host=b",
+            None,
+            None,
+            {"host": "a,b", "port": "5432,5432"},
+        ),
         ("postgres://u:pw@x:6000/app?host=a,b", None, None, {"host": "a,b", "port": "6000,6000"}),
         ("postgres://u:pw@/app?host=a,[::1]:7", None, None, {"host": "a,[::1]", "port": "5432,7"}),
         ("postgres://u:pw@x/app?port=6000", None, None, {"host": "x", "port": "6000"}),

@@ -93,11 +93,10 @@ def _check_parameters(query: dict[str, str]) -> None:
         if name in query and not query[name].removeprefix("-").isdigit():
             raise ValueError(f"DATABASE_URL has {name}={query[name]!r}; use a whole number")
     for name in SSL_FILES:
-        if query.get(name, "system") != "system" and not Path(query[name]).is_file():
-            raise ValueError(f"DATABASE_URL has {name}, and {query[name]!r} does not exist")
-    if query.get("sslrootcert") == "system" and query.get("sslmode", "verify-full") != (
-        "verify-full"
-    ):
+        if (path := query.get(name)) and path != "system" and not Path(path).is_file():
+            raise ValueError(f"DATABASE_URL has {name}, and {path!r} does not exist")
+    sslmode = query.get("sslmode", query.get("ssl"))
+    if query.get("sslrootcert") == "system" and sslmode not in (None, "verify-full"):
         raise ValueError("DATABASE_URL has sslrootcert=system, which needs sslmode=verify-full")
 
 
@@ -113,22 +112,20 @@ def _split_host(entry: str) -> tuple[str, str]:
 
 
 def _host_list(host: str, port: str) -> tuple[str, str]:
-    """`host=a,b&port=1,2`, every port in range and, in a list, filled in: the one form that
-    SQLAlchemy's URL checks and asyncpg reads alike."""
-    entries = [_split_host(entry) for entry in host.split(",")] if host else []
+    """`?host=a,b&port=1,2` with every port checked and, in a list, filled in: the one form
+    that SQLAlchemy's URL accepts and asyncpg reads alike."""
+    entries = [_split_host(entry) for entry in host.split(",")] if host else [("", "")]
     ports = port.split(",") if port else [""]
     if len(ports) == 1:
-        ports *= max(len(entries), 1)
-    if len(ports) != max(len(entries), 1):
+        ports *= len(entries)
+    if len(ports) != len(entries):
         raise ValueError("DATABASE_URL has a different number of hosts and ports")
-    pairs = [(name, own or given) for (name, own), given in zip(entries, ports, strict=False)]
-    if len(pairs) > 1:
-        pairs = [(name, number or "5432") for name, number in pairs]  # libpq's default
-    for number in [number for _, number in pairs] or ports:
-        if number:
-            _check_port(number)
-    hosts = ",".join(f"[{name}]" if ":" in name else name for name, _ in pairs)
-    return hosts, ",".join(number for _, number in pairs) if pairs else port
+    default = "5432" if len(entries) > 1 else ""  # libpq's; SQLAlchemy needs a list's all
+    ports = [own or given or default for (_, own), given in zip(entries, ports, strict=True)]
+    for number in filter(None, ports):
+        _check_port(number)
+    hosts = ",".join(f"[{name}]" if ":" in name else name for name, _ in entries)
+    return hosts, ",".join(ports)
 
 
 def to_async_url(raw: str) -> URL:
