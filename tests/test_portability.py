@@ -16,10 +16,15 @@ No call graph: a helper that is only ever called behind a check still needs its 
 """
 
 import ast
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from .postgres import load_local_postgres
 
 POSIX_MODULES = frozenset(
     {"crypt", "fcntl", "grp", "nis", "posix", "pty", "pwd", "resource", "spwd", "syslog"}
@@ -193,3 +198,33 @@ def test_every_python_file_of_the_bake_runs_on_windows(bake: Path) -> None:
         for hit in unguarded(path.read_text(encoding="utf-8"))
     ]
     assert not found, "POSIX-only outside a platform guard:\n" + "\n".join(found)
+
+
+def test_local_postgres_says_in_one_line_what_to_do_on_windows(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """scripts/local_postgres.py imports on Windows and, asked to start, names Docker."""
+    local_postgres = load_local_postgres()
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert local_postgres.main(["start"]) == 1
+    error = capsys.readouterr().err
+    assert len(error.splitlines()) == 1
+    assert "docker compose up -d --wait" in error
+
+
+def test_the_readme_runs_each_task_without_make(bake: Path) -> None:
+    """The baked README's commands for machines without make (uv run ...) are what the make
+    tasks run."""
+    readme = (bake / "README.md").read_text(encoding="utf-8")
+    block = readme.split("Without make", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    tasks = []
+    for line in block.splitlines():
+        commands, _, task = line.partition("# make ")
+        tasks.append(task.split()[0])
+        recipe = subprocess.run(
+            ["make", "-n", tasks[-1], "UV=uv"], cwd=bake, capture_output=True, text=True, check=True
+        ).stdout
+        recipe = re.sub(r"\S*python3? ", "python ", recipe).replace(".venv/bin/", "")
+        for command in commands.split("&&"):
+            assert command.strip().removeprefix("uv run ") in recipe, (line, recipe)
+    assert tasks == ["install", "db", "migrate", "test", "lint"]
