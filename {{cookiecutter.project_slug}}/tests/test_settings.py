@@ -106,6 +106,7 @@ def test_what_is_not_asyncpgs_to_read_stays_out_of_its_dsn() -> None:
         ("postgres://u:pw@host/app?ssl_min_protocol_version=TLSv2", "ssl_min_protocol_version="),
         ("postgres://u:pw@host/app?connect_timeout=soon", "connect_timeout='soon'"),
         ("postgres://u:pw@host/app?prepared_statement_cache_size=x", "use a whole number"),
+        ("postgres://u:pw@host/app?prepared_statement_cache_size=-1", "use a whole number"),
         ("postgres://u:pw@host/app?sslmode=require&sslmode=disable", "'sslmode' more than once"),
         ("postgres://u:pw@host/app?ssl=require&sslmode=disable", "both ssl and sslmode"),
         ("postgres://u:pw@host/app?sslmode=require&sslrootcert=nowhere.pem", "does not exist"),

@@ -89,8 +89,12 @@ def _check_parameters(query: dict[str, str]) -> None:
             )
     if "ssl" in query and "sslmode" in query:
         raise ValueError("DATABASE_URL has both ssl and sslmode; keep sslmode")
-    for name in ("connect_timeout", "prepared_statement_cache_size"):
-        if name in query and not query[name].removeprefix("-").isdigit():
+    numbers = {
+        "connect_timeout": query.get("connect_timeout", "0").removeprefix("-"),  # libpq: <= 0
+        "prepared_statement_cache_size": query.get("prepared_statement_cache_size", "0"),
+    }
+    for name, number in numbers.items():
+        if not number.isdigit():
             raise ValueError(f"DATABASE_URL has {name}={query[name]!r}; use a whole number")
     for name in SSL_FILES:
         if (path := query.get(name)) and path != "system" and not Path(path).is_file():
