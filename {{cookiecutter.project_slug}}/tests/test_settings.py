@@ -92,6 +92,7 @@ def test_what_is_not_asyncpgs_to_read_stays_out_of_its_dsn() -> None:
         ("postgres://u:pw@a:1,b:x/app", "port that is not a number"),
         ("postgresql://u:pw@localhost:99999/db", "port that is not a number"),
         ("postgresql://u:pw@localhost:0/db", "port that is not a number"),
+        ("postgresql://u:pw@localhost:abc/db", "port that is not a number"),
         ("postgres://u:pw@host/app?port=99999", "port that is not a number"),
         ("postgres://u:pw@host/app?host=a:70000", "port that is not a number"),
         ("postgres://u:pw@host/app?sslmode=sometimes", "sslmode='sometimes'"),

@@ -47,11 +47,31 @@ AUTHORITY = re.compile(
 )
 
 
+def _check_port(value: str) -> None:
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        # The value is not shown: in a mangled URL it could be part of the password.
+        raise ValueError("DATABASE_URL has a port that is not a number from 1 to 65535")
+
+
+def _split_host(entry: str) -> tuple[str, str]:
+    """`host`, `host:port`, `[v6]:port`, bare `::1`, or a unix-socket directory."""
+    if entry.startswith("["):
+        host, _, port = entry[1:].partition("]")
+        return host, port.removeprefix(":")
+    if entry.count(":") == 1:
+        host, _, port = entry.partition(":")
+        return host, port
+    return entry, ""
+
+
 def _make_url(raw: str) -> URL:
     """Parse `raw`; a libpq host list in the authority (`@a:5432,b:5433/`) moves to `?host=`,
     where SQLAlchemy's URL can hold it and asyncpg reads it alike."""
     # The authority as SQLAlchemy's own pattern reads it: the password runs to the first `@`.
     parts = AUTHORITY.match(raw)
+    for entry in parts["hosts"].split(",") if parts else ():
+        if port := _split_host(entry)[1]:
+            _check_port(port)  # else 99999 would reach the socket as 99999 % 65536
     if parts and "," in parts["hosts"]:
         query_sep = "&" if "?" in parts["rest"] else "?"
         raw = f"{parts['start']}{parts['rest']}{query_sep}host={parts['hosts']}"
@@ -61,12 +81,6 @@ def _make_url(raw: str) -> URL:
         raise ValueError(
             "DATABASE_URL is not a URL like postgresql+asyncpg://user:password@host:5432/name"
         ) from None
-
-
-def _check_port(value: str) -> None:
-    if not value.isdigit() or not 0 < int(value) < 65536:
-        # The value is not shown: in a mangled URL it could be part of the password.
-        raise ValueError("DATABASE_URL has a port that is not a number from 1 to 65535")
 
 
 def _check_parameters(query: dict[str, str]) -> None:
@@ -104,17 +118,6 @@ def _check_parameters(query: dict[str, str]) -> None:
         raise ValueError("DATABASE_URL has sslrootcert=system, which needs sslmode=verify-full")
 
 
-def _split_host(entry: str) -> tuple[str, str]:
-    """`host`, `host:port`, `[v6]:port`, bare `::1`, or a unix-socket directory."""
-    if entry.startswith("["):
-        host, _, port = entry[1:].partition("]")
-        return host, port.removeprefix(":")
-    if entry.count(":") == 1:
-        host, _, port = entry.partition(":")
-        return host, port
-    return entry, ""
-
-
 def _host_list(host: str, port: str) -> tuple[str, str]:
     """`?host=a,b&port=1,2` with every port checked and, in a list, filled in: the one form
     that SQLAlchemy's URL accepts and asyncpg reads alike."""
@@ -148,8 +151,6 @@ def to_async_url(raw: str) -> URL:
         # SQLAlchemy's host list, `?host=a:5432&host=b:5433`, in libpq's spelling.
         query[name] = value if isinstance(value, str) else ",".join(value)
     _check_parameters(query)
-    if url.port is not None:
-        _check_port(str(url.port))  # else 99999 would reach the socket as 99999 % 65536
     host, port = url.host, url.port
     if "host" in query or "port" in query:
         # libpq: `?host=`/`?port=` win over the authority's. asyncpg reads the authority
