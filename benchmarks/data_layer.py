@@ -185,8 +185,7 @@ class Variants:
         # SQLAlchemy as its documentation sets it up, with the same pool limits and none of
         # this project's code: what the stack itself allows.
         self.stock_engine = create_async_engine(
-            settings.database_url_object,
-            connect_args=settings.database_connect_args,
+            settings.database_url_object,  # the development URL: nothing asyncpg must parse
             pool_size=settings.database_pool_size,
             max_overflow=settings.database_max_overflow,
         )

@@ -89,27 +89,44 @@ def remove_unused_files(slug: str, web_framework: str) -> None:
 
 
 def next_steps(
-    slug: str, *, local_database: bool, password_given: bool, has_make: bool, has_uv: bool
+    slug: str,
+    *,
+    local_database: bool,
+    password_given: bool,
+    has_make: bool,
+    has_uv: bool,
+    windows: bool = False,
 ) -> str:
     """The exact commands from here to passing tests, for the tools this machine has, and how
     to point the project at a database that already exists."""
-    if has_make:
+    # Windows: the Makefile needs a POSIX shell, and scripts/local_postgres.py says to use
+    # Docker there; a venv keeps its programs in Scripts\, not bin/.
+    database = (
+        "docker compose up -d --wait" if windows else "python scripts/local_postgres.py start"
+    )
+    if has_make and not windows:
         steps = [
             ("make install", "uv sync" if has_uv else "no uv found: python3 -m venv, then pip"),
             ("make db", "PostgreSQL matching .env, no Docker (or: docker compose up -d --wait)"),
             ("make migrate", "alembic upgrade head"),
             ("make test", "pytest; `make` alone lists every task"),
         ]
-    else:
-        venv_and_pip = (
-            'python3 -m venv .venv && .venv/bin/python -m pip install "pip>=25.1" '
-            "&& .venv/bin/python -m pip install -e . --group dev"
-        )
+    elif has_uv:
         steps = [
-            ("uv sync" if has_uv else venv_and_pip, ""),
-            (".venv/bin/python scripts/local_postgres.py start", "PostgreSQL matching .env"),
-            (".venv/bin/alembic upgrade head", ""),
-            (".venv/bin/pytest", ""),
+            ("uv sync", ""),
+            (database if windows else f"uv run {database}", "PostgreSQL matching .env"),
+            ("uv run alembic upgrade head", ""),
+            ("uv run pytest", ""),
+        ]
+    else:
+        python, venv = ("py", ".venv\\Scripts\\") if windows else ("python3", ".venv/bin/")
+        pip = f"{venv}python -m pip install"
+        venv_and_pip = f'{python} -m venv .venv && {pip} "pip>=25.1" && {pip} -e . --group dev'
+        steps = [
+            (venv_and_pip, ""),
+            (database if windows else f"{venv}{database}", "PostgreSQL matching .env"),
+            (f"{venv}alembic upgrade head", ""),
+            (f"{venv}pytest", ""),
         ]
     if not local_database:
         steps[1] = ("", "migrate and test use the PostgreSQL server named in .env")
@@ -165,6 +182,7 @@ def main() -> int:
             password_given=given is not None,
             has_make=shutil.which("make") is not None,
             has_uv=shutil.which("uv") is not None,
+            windows=sys.platform == "win32",
         )
     )
     return 0

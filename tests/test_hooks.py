@@ -316,24 +316,50 @@ def test_compose_values_are_double_quoted_with_escapes(value: str, quoted: str) 
 
 
 @pytest.mark.parametrize(
-    ("has_make", "has_uv", "install"),
+    ("has_make", "has_uv", "windows", "install", "test"),
     [
-        (True, True, "make install  # uv sync"),
-        (True, False, "make install  # no uv found: python3 -m venv, then pip"),
-        (False, True, "uv sync"),
-        (False, False, "python3 -m venv .venv && "),
+        (True, True, False, "make install  # uv sync", "make test"),
+        (True, False, False, "make install  # no uv found: python3 -m venv, then pip", "make test"),
+        (False, True, False, "uv sync", "uv run pytest"),
+        (
+            False,
+            False,
+            False,
+            "python3 -m venv .venv && .venv/bin/python -m pip",
+            ".venv/bin/pytest",
+        ),
+        # Windows: no make (the Makefile needs a POSIX shell), the venv's Scripts\ folder.
+        (True, True, True, "uv sync", "uv run pytest"),
+        (
+            True,
+            False,
+            True,
+            "py -m venv .venv && .venv\\Scripts\\python -m pip",
+            ".venv\\Scripts\\pytest",
+        ),
     ],
 )
-def test_next_steps_fit_the_tools_found(has_make: bool, has_uv: bool, install: str) -> None:
-    """make targets where make is; otherwise the plain commands, with uv or pip."""
+def test_next_steps_fit_the_tools_found(
+    has_make: bool, has_uv: bool, windows: bool, install: str, test: str
+) -> None:
+    """make targets where make is; otherwise the plain commands, with uv or pip, in the
+    system's venv layout."""
     steps = next_steps(
-        "app", local_database=True, password_given=False, has_make=has_make, has_uv=has_uv
+        "app",
+        local_database=True,
+        password_given=False,
+        has_make=has_make,
+        has_uv=has_uv,
+        windows=windows,
     )
     lines = steps.splitlines()
     assert lines[lines.index("  cd app") + 1].startswith(f"  {install}")
-    assert ("make db" in steps) == has_make
+    assert ("make db" in steps) == (has_make and not windows)
     assert "alembic upgrade head" in steps
-    assert "pytest" in steps
+    assert any(line.startswith(f"  {test}") for line in lines)
+    # Windows: Docker for the database (scripts/local_postgres.py says so there too).
+    assert ("docker compose up -d --wait  #" in steps) == windows
+    assert (".venv/bin" in steps) == (not windows and not has_make and not has_uv)
 
 
 def test_next_steps_start_no_local_server_for_a_remote_database() -> None:

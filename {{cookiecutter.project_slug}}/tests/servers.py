@@ -87,7 +87,7 @@ def built_with_tls() -> bool:
 
 def hand_to_server(path: Path) -> None:
     """Make `path` the server's own (root runs the server as `postgres`): its key must be."""
-    if os.geteuid() == 0:
+    if sys.platform != "win32" and os.geteuid() == 0:
         shutil.chown(path, "postgres", "postgres")
 
 
@@ -97,6 +97,8 @@ def running_server(
 ) -> Iterator[tuple[Any, URL]]:
     """A server on 127.0.0.1 whose superuser `user` owns `database`, started with `settings`;
     yields it and its URL, then stops it and removes `scratch`. Skipped without binaries."""
+    if sys.platform == "win32":
+        pytest.skip("the tests' own servers: scripts/local_postgres.py runs on Linux and macOS")
     local_postgres = load_local_postgres()
     bindir = local_postgres.find_bindir()
     if bindir is None:
@@ -145,7 +147,7 @@ def running_pgbouncer(binary: str, server_url: URL) -> Iterator[URL]:
         "pool_mode = transaction\nmax_client_conn = 1000\ndefault_pool_size = 20\n"
     )
     command = [binary, str(scratch / "pgbouncer.ini")]
-    if os.geteuid() == 0:  # pgbouncer refuses to run as root
+    if sys.platform != "win32" and os.geteuid() == 0:  # pgbouncer refuses to run as root
         shutil.chown(userlist, "postgres")
         command = ["runuser", "-u", "postgres", "--", *command]
     with (scratch / "pgbouncer.log").open("wb") as log:

@@ -3,17 +3,20 @@ TLS with a certificate authority made here, unix sockets, host lists, timeouts, 
 
 import asyncio
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
 import trustme
-from cryptography.hazmat.primitives import serialization
-from pydantic import SecretStr, ValidationError
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from pydantic import SecretStr
 from sqlalchemy import URL, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
@@ -52,6 +55,8 @@ class Server:
     other_ca: Path
     client_cert: Path
     client_key: Path  # encrypted with KEY_PASSWORD
+    revoked: Path  # a CRL of the CA's that revokes the server's certificate
+    nothing_revoked: Path  # a CRL of the CA's that revokes nothing
     tls: bool
 
     def raw(self, address: str | None = None, user: str | None = None, **params: str) -> str:
@@ -64,15 +69,33 @@ class Server:
         return url.render_as_string(hide_password=False) + query
 
 
+def write_crl(ca: trustme.CA, path: Path, *revoked: trustme.LeafCert) -> None:
+    """A certificate revocation list of `ca`'s, revoking `revoked`."""
+    issuer = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
+    key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), password=None)
+    now = datetime.now(UTC)
+    crl = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.subject)
+        .last_update(now - timedelta(minutes=5))
+        .next_update(now + timedelta(days=1))
+    )
+    for cert in revoked:
+        serial = x509.load_pem_x509_certificate(cert.cert_chain_pems[0].bytes()).serial_number
+        entry = x509.RevokedCertificateBuilder().serial_number(serial)
+        crl = crl.add_revoked_certificate(entry.revocation_date(now - timedelta(minutes=5)).build())
+    signed = crl.sign(key, hashes.SHA256())  # type: ignore[arg-type]  # trustme's keys can sign
+    path.write_bytes(signed.public_bytes(serialization.Encoding.PEM))
+
+
 def write_pems(directory: Path) -> dict[str, Path]:
-    """A CA, a server certificate for `localhost` only, a client certificate; another CA."""
+    """A CA, a server certificate for `localhost` only, a client certificate; another CA; a
+    CRL revoking the server's certificate and one revoking nothing."""
     ca, other_ca = trustme.CA(), trustme.CA()
     server, client = ca.issue_cert("localhost"), ca.issue_cert(common_name=CERT_USER)
     key = serialization.load_pem_private_key(client.private_key_pem.bytes(), password=None)
-    files = {
-        name: directory / f"{name}.pem"
-        for name in ("ca", "other_ca", "server", "server_key", "client", "client_key")
-    }
+    names = ("ca", "other_ca", "server", "server_key", "client", "client_key")
+    files = {name: directory / f"{name}.pem" for name in (*names, "revoked", "nothing_revoked")}
     ca.cert_pem.write_to_path(str(files["ca"]))
     other_ca.cert_pem.write_to_path(str(files["other_ca"]))
     server.cert_chain_pems[0].write_to_path(str(files["server"]))
@@ -85,6 +108,8 @@ def write_pems(directory: Path) -> dict[str, Path]:
             serialization.BestAvailableEncryption(KEY_PASSWORD.encode()),
         )
     )
+    write_crl(ca, files["revoked"], server)
+    write_crl(ca, files["nothing_revoked"])
     return files
 
 
@@ -113,9 +138,8 @@ def server() -> Iterator[Server]:
             "ssl_ca_file": str(files["ca"]),
         }
     with running_server("url_tester", "urls", settings, scratch) as (_, url):
-        yield Server(
-            url, sockets, files["ca"], files["other_ca"], files["client"], files["client_key"], tls
-        )
+        pems = {name: files[name] for name in Server.__annotations__ if name in files}
+        yield Server(url, sockets, **pems, client_cert=files["client"], tls=tls)
 
 
 @pytest.fixture
@@ -214,19 +238,40 @@ async def test_sslmodes_without_certificates(
     assert await ask(f"{tls_server.raw('127.0.0.1')}?{query}", ENCRYPTED) is encrypted
 
 
-async def test_a_client_certificate_logs_in_without_a_password(tls_server: Server) -> None:
-    """sslcert + sslkey (encrypted, sslpassword) log in CERT_USER under `cert` authentication."""
-    superuser = create_engine(settings_for(tls_server.url), poolclass=NullPool)
+async def create_cert_user(server: Server) -> None:
+    """CERT_USER, who logs in with a client certificate (pg_hba.conf: `cert`)."""
+    superuser = create_engine(settings_for(server.url), poolclass=NullPool)
     try:
         async with superuser.begin() as connection:
-            await connection.execute(text(f"CREATE ROLE {CERT_USER} LOGIN"))
+            await connection.execute(
+                text(
+                    f"DO $$BEGIN CREATE ROLE {CERT_USER} LOGIN;"
+                    " EXCEPTION WHEN duplicate_object THEN NULL; END$$"
+                )
+            )
     finally:
         await superuser.dispose()
+
+
+@pytest.mark.parametrize(
+    ("sslmode", "rootcert"),
+    [
+        ("verify-full", "ca"),
+        # libpq's prefer: TLS first, the client certificate presented, the server unverified
+        # (another CA's root is no obstacle); plain text only where the server has no TLS.
+        ("prefer", "other_ca"),
+    ],
+)
+async def test_a_client_certificate_logs_in_without_a_password(
+    tls_server: Server, sslmode: str, rootcert: str
+) -> None:
+    """sslcert + sslkey (encrypted, sslpassword) log in CERT_USER under `cert` authentication."""
+    await create_cert_user(tls_server)
     raw = tls_server.raw(
         "localhost",
         user=CERT_USER,
-        sslmode="verify-full",
-        sslrootcert=str(tls_server.ca),
+        sslmode=sslmode,
+        sslrootcert=str(getattr(tls_server, rootcert)),
         sslcert=str(tls_server.client_cert),
         sslkey=str(tls_server.client_key),
         sslpassword=KEY_PASSWORD,
@@ -234,19 +279,104 @@ async def test_a_client_certificate_logs_in_without_a_password(tls_server: Serve
     assert await ask(raw, "SELECT current_user") == CERT_USER
 
 
-def test_a_wrong_sslpassword_is_one_line_at_settings_load(server: Server) -> None:
-    """A key that the sslpassword cannot open is refused when the settings load, in one line
-    that names the key and never shows the password."""
+async def test_a_wrong_sslpassword_fails_in_one_line_without_showing_it(server: Server) -> None:
+    """A key that the sslpassword cannot open fails the connection (asyncpg opens the files
+    then), in one line that never shows the password."""
     raw = server.raw(
         sslmode="require",
         sslcert=str(server.client_cert),
         sslkey=str(server.client_key),
         sslpassword="not the password",
     )
-    with pytest.raises(ValidationError, match="sslcert/sslkey") as error:
-        Settings(database_url=SecretStr(raw))
+    with pytest.raises(ConnectError) as error:
+        await ask(raw, "SELECT 1")
+    assert isinstance(error.value.__cause__, ssl.SSLError)
+    assert len(str(error.value).splitlines()) == 1
     assert "not the password" not in str(error.value)
     assert str(server.url.password) not in str(error.value)
+
+
+async def test_verify_full_without_a_root_certificate_names_the_file_it_looked_for(
+    server: Server, home: Path
+) -> None:
+    """verify-full without sslrootcert, and no ~/.postgresql/root.crt: the connection fails,
+    naming the file libpq's default would have been."""
+    with pytest.raises(DBAPIError, match=r"root certificate file .*root\.crt\" does not exist"):
+        await ask(server.raw(sslmode="verify-full"), "SELECT 1")
+
+
+@pytest.mark.parametrize("rootcert", ["file", "system"])
+@pytest.mark.parametrize("revoked", [True, False])
+async def test_sslcrl_refuses_a_revoked_server_certificate(
+    tls_server: Server, monkeypatch: pytest.MonkeyPatch, rootcert: str, revoked: bool
+) -> None:
+    """With sslcrl, a server certificate the CA revoked is refused; one it did not, accepted
+    (with a CA file, and with sslrootcert=system)."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_server.ca))  # the "system's" CAs: ours
+    crl = tls_server.revoked if revoked else tls_server.nothing_revoked
+    raw = tls_server.raw(
+        "localhost",
+        sslmode="verify-full",
+        sslrootcert=str(tls_server.ca) if rootcert == "file" else "system",
+        sslcrl=str(crl),
+    )
+    if revoked:
+        with pytest.raises(ConnectError, match="revoked"):
+            await ask(raw, "SELECT 1")
+    else:
+        assert await ask(raw, ENCRYPTED) is True
+
+
+@pytest.mark.parametrize("rootcert", ["none", "system"])
+async def test_tls_protocol_versions_are_bounded(
+    tls_server: Server, monkeypatch: pytest.MonkeyPatch, rootcert: str
+) -> None:
+    """ssl_max_protocol_version=TLSv1.2 holds the connection to TLS 1.2 (the server would
+    take 1.3), ssl_min_protocol_version=TLSv1.3 to 1.3."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_server.ca))
+    params = {"sslmode": "require"} if rootcert == "none" else {"sslrootcert": "system"}
+    version = "SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+    raw = tls_server.raw("localhost", **params, ssl_max_protocol_version="TLSv1.2")
+    assert await ask(raw, version) == "TLSv1.2"
+    raw = tls_server.raw("localhost", **params, ssl_min_protocol_version="TLSv1.3")
+    assert await ask(raw, version) == "TLSv1.3"
+
+
+async def test_sslnegotiation(tls_server: Server) -> None:
+    """sslnegotiation=postgres asks for TLS as always; direct starts TLS at once, which
+    PostgreSQL 17 and newer answer, and older servers do not."""
+    params = {"sslmode": "verify-full", "sslrootcert": str(tls_server.ca)}
+    assert await ask(tls_server.raw("localhost", **params, sslnegotiation="postgres"), ENCRYPTED)
+    direct = tls_server.raw("localhost", **params, sslnegotiation="direct")
+    if int(await ask(tls_server.raw(), "SHOW server_version_num")) >= 170000:
+        assert await ask(direct, ENCRYPTED) is True
+    else:
+        with pytest.raises((OSError, DBAPIError)):
+            await asyncio.wait_for(ask(direct, "SELECT 1"), timeout=30)
+
+
+async def test_a_passfile_gives_the_password(server: Server, tmp_path: Path) -> None:
+    """passfile: a URL without a password logs in with the one the file has for it."""
+    url = server.url
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"{url.host}:{url.port}:{url.database}:{url.username}:{url.password}\n")
+    passfile.chmod(0o600)  # asyncpg, as libpq, ignores a file others may read
+    raw = server.raw(user=url.username, passfile=str(passfile))
+    assert await ask(raw, "SELECT current_user") == url.username
+
+
+async def test_a_service_file_gives_the_whole_connection(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """service=name: host, port, database, user and password from the service file."""
+    url = server.url
+    services = tmp_path / "pg_service.conf"
+    services.write_text(
+        f"[tests]\nhost={url.host}\nport={url.port}\ndbname={url.database}\n"
+        f"user={url.username}\npassword={url.password}\n"
+    )
+    monkeypatch.setenv("PGSERVICEFILE", str(services))
+    assert await ask("postgresql://?service=tests", "SELECT current_database()") == url.database
 
 
 async def test_a_unix_socket_directory_as_host(server: Server) -> None:

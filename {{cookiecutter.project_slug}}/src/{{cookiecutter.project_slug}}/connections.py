@@ -12,7 +12,6 @@ from weakref import WeakSet
 import asyncpg
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, ExceptionContext, Transaction
-from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
@@ -140,18 +139,8 @@ def discard_timed_out(context: ExceptionContext) -> StatementTimeoutError | None
     return None
 
 
-def connect(dialect: Dialect, _: Any, cargs: Any, cparams: Any) -> Any:
-    """Connect as the engine would; a network failure or timeout becomes `ConnectError`."""
-    try:
-        return dialect.connect(*cargs, **cparams)
-    except OSError as error:  # TimeoutError (the connect timeout) included
-        # The driver's message names the host and port, never the password.
-        raise ConnectError(f"cannot connect to the database: {error!r}") from error
-
-
 def watch(engine: AsyncEngine, settings: Settings) -> AsyncEngine:
     """Register all of the above on `engine`."""
-    event.listen(engine.sync_engine, "do_connect", connect)
     event.listen(engine.sync_engine, "handle_error", discard_timed_out)
     event.listen(engine.sync_engine, "handle_error", mark_aborted)
     return check_pooled_connections(engine, settings)

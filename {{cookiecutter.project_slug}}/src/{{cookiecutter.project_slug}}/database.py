@@ -33,12 +33,11 @@ class TransactionAbortedError(SQLAlchemyError):
 def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
     """An asyncpg engine configured by `settings` (`options` win); connects on first use."""
     connect_args: dict[str, Any] = {
-        # What the URL asks that asyncpg takes only as arguments: see settings.connect_args.
+        # The URL as asyncpg's DSN, which asyncpg parses as libpq does: see settings.connect_args.
         **settings.database_connect_args,
         "connection_class": connections.CommitCheckingConnection,
         "command_timeout": settings.database_command_timeout or None,
     }
-    url = settings.database_url_object
     if settings.database_pgbouncer:
         # PgBouncer in transaction mode may run each transaction on another server connection,
         # where a prepared statement from elsewhere can exist under the same name: cache none
@@ -46,9 +45,22 @@ def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
         # to PgBouncer stays: opening one per session was 5x slower.
         connect_args |= {
             "statement_cache_size": 0,
+            "prepared_statement_cache_size": 0,
             "prepared_statement_name_func": lambda: f"__asyncpg_{uuid4()}__",
         }
-        url = url.update_query_dict({"prepared_statement_cache_size": "0"})
+    connect_args |= options.pop("connect_args", {})
+
+    def connect() -> Any:
+        # SQLAlchemy's own asyncpg connect, given the DSN instead of the URL taken apart (which
+        # would lose host lists and libpq's parameters); `async_creator` would bypass the
+        # prepared_statement_* arguments it handles.
+        try:
+            return engine.sync_engine.dialect.loaded_dbapi.connect(**connect_args)
+        except OSError as error:  # refused, unresolvable, TLS, the connect timeout: unreachable
+            # A database error like any other, never a bare OSError that callers could not
+            # tell from their own; the driver's message names the host, never the password.
+            raise connections.ConnectError(f"cannot connect to the database: {error!r}") from error
+
     pooling: dict[str, Any] = {
         "pool_size": settings.database_pool_size,
         "max_overflow": settings.database_max_overflow,
@@ -58,9 +70,9 @@ def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
     if options.get("poolclass") is NullPool:
         pooling = {}  # nothing to size or recycle
     engine = create_async_engine(
-        url,
+        settings.database_url_object,
         echo=settings.database_echo,
-        connect_args=connect_args | options.pop("connect_args", {}),
+        creator=connect,
         **{**pooling, **options},
     )
     return connections.watch(engine, settings)

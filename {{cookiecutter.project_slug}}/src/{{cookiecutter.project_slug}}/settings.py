@@ -2,7 +2,7 @@
 
 import re
 import ssl
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -18,43 +18,60 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DRIVER = "postgresql+asyncpg"
 # Spellings hosting providers hand out; all mean PostgreSQL and get the asyncpg driver.
 ACCEPTED_SCHEMES = frozenset({"postgres", "postgresql", "postgresql+asyncpg"})
-# libpq's `sslmode` values; asyncpg takes the same words through its `ssl` argument.
 SSL_MODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
-# Modes that need a certificate check or a client certificate: an SSLContext of our own.
-ENCRYPTED_MODES = frozenset({"require", "verify-ca", "verify-full"})
-# asyncpg's SessionAttribute values, the same words as libpq's.
-SESSION_ATTRS = frozenset(
-    {"any", "primary", "standby", "prefer-standby", "read-write", "read-only"}
+TLS_VERSIONS = frozenset({"TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"})
+# The values allowed where a parameter's value is a word.
+CHOICES = {
+    "sslmode": SSL_MODES,
+    "ssl": SSL_MODES,  # asyncpg's own spelling, as SQLAlchemy users write it
+    "sslnegotiation": frozenset({"postgres", "direct"}),
+    "ssl_min_protocol_version": TLS_VERSIONS,
+    "ssl_max_protocol_version": TLS_VERSIONS,
+    "target_session_attrs": frozenset(
+        {"any", "primary", "standby", "prefer-standby", "read-write", "read-only"}
+    ),
+    # SCRAM without channel binding is all asyncpg does (no SCRAM-SHA-256-PLUS).
+    "channel_binding": frozenset({"disable", "prefer"}),
+}
+SSL_FILES = ("sslrootcert", "sslcert", "sslkey", "sslcrl")
+# The query parameters that work (README, "Configure"). asyncpg reads them from the DSN as
+# libpq does, but for connect_timeout and prepared_statement_cache_size (arguments, passed
+# here), and sends application_name and options to the server at startup, as libpq does.
+# Any other is refused: asyncpg would send it to the server as a setting; libpq refuses it.
+PARAMETERS = frozenset(
+    {*CHOICES, *SSL_FILES, "sslpassword", "host", "port", "passfile", "service", "options"}
+    | {"application_name", "connect_timeout", "prepared_statement_cache_size"}
 )
-# asyncpg speaks SCRAM without channel binding (its SCRAM-SHA-256-PLUS is not implemented).
-CHANNEL_BINDINGS = frozenset({"disable", "prefer"})
 AUTHORITY = re.compile(
     r"(?P<start>[\w+]+://(?:[^:/]*(?::[^@]*)?@)?)(?P<hosts>[^/?]*)(?P<rest>.*)", re.S
 )
-SSL_FILES = ("sslrootcert", "sslcert", "sslkey", "sslpassword")
-# Query parameters understood here (README, "Configure"); any other one is refused.
-# `ssl` is asyncpg's spelling of sslmode; `prepared_statement_cache_size` is SQLAlchemy's.
-SUPPORTED_PARAMETERS = frozenset(
-    {
-        "application_name",
-        "channel_binding",
-        "connect_timeout",
-        "host",
-        "options",
-        "port",
-        "prepared_statement_cache_size",
-        "ssl",
-        "sslmode",
-        *SSL_FILES,
-        "target_session_attrs",
-    }
-)
+
+
+def _check_port(value: str) -> None:
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        # The value is not shown: in a mangled URL it could be part of the password.
+        raise ValueError("DATABASE_URL has a port that is not a number from 1 to 65535")
+
+
+def _split_host(entry: str) -> tuple[str, str]:
+    """`host`, `host:port`, `[v6]:port`, bare `::1`, or a unix-socket directory."""
+    if entry.startswith("["):
+        host, _, port = entry[1:].partition("]")
+        return host, port.removeprefix(":")
+    if entry.count(":") == 1:
+        host, _, port = entry.partition(":")
+        return host, port
+    return entry, ""
 
 
 def _make_url(raw: str) -> URL:
-    """Parse `raw`; a libpq host list in the authority (`@a:5432,b:5433/`) moves to `?host=`."""
+    """Parse `raw`; a libpq host list in the authority (`@a:5432,b:5433/`) moves to `?host=`,
+    where SQLAlchemy's URL can hold it and asyncpg reads it alike."""
     # The authority as SQLAlchemy's own pattern reads it: the password runs to the first `@`.
     parts = AUTHORITY.match(raw)
+    for entry in parts["hosts"].split(",") if parts else ():
+        if port := _split_host(entry)[1]:
+            _check_port(port)  # else 99999 would reach the socket as 99999 % 65536
     if parts and "," in parts["hosts"]:
         query_sep = "&" if "?" in parts["rest"] else "?"
         raw = f"{parts['start']}{parts['rest']}{query_sep}host={parts['hosts']}"
@@ -66,210 +83,127 @@ def _make_url(raw: str) -> URL:
         ) from None
 
 
-def _split_host(entry: str) -> tuple[str, int | None]:
-    """`host`, `host:port`, `[v6]:port`, bare `::1`, or a unix-socket directory."""
-    host, port = entry, ""
-    if entry.startswith("["):
-        host, _, port = entry[1:].partition("]")
-        port = port.removeprefix(":")
-    elif entry.count(":") == 1:
-        host, _, port = entry.partition(":")
-    return host, _port(port) if port else None
+def _check_parameters(query: dict[str, str]) -> None:
+    """Refuse what asyncpg would misread or send to the server: one line naming it."""
+    if query.get("channel_binding") == "require":
+        raise ValueError(
+            "DATABASE_URL has channel_binding='require'; asyncpg cannot do channel binding"
+            " (SCRAM-SHA-256-PLUS): use channel_binding=prefer or disable, or leave it out"
+        )
+    for name, value in query.items():
+        if name not in PARAMETERS:
+            raise ValueError(
+                f"DATABASE_URL has the parameter {name!r}, which this project does not support"
+                " (a server setting goes in options=-c name=value); supported: "
+                + ", ".join(sorted(PARAMETERS))
+            )
+        if name in CHOICES and value not in (allowed := CHOICES[name]):
+            raise ValueError(
+                f"DATABASE_URL has {name}={value!r}; use one of {', '.join(sorted(allowed))}"
+            )
+    if "ssl" in query and "sslmode" in query:
+        raise ValueError("DATABASE_URL has both ssl and sslmode; keep sslmode")
+    numbers = {
+        "connect_timeout": query.get("connect_timeout", "0").removeprefix("-"),  # libpq: <= 0
+        "prepared_statement_cache_size": query.get("prepared_statement_cache_size", "0"),
+    }
+    for name, number in numbers.items():
+        if not number.isdigit():
+            raise ValueError(f"DATABASE_URL has {name}={query[name]!r}; use a whole number")
+    for name in SSL_FILES:
+        if (path := query.get(name)) and path != "system" and not Path(path).is_file():
+            raise ValueError(f"DATABASE_URL has {name}, and {path!r} does not exist")
+    sslmode = query.get("sslmode", query.get("ssl"))
+    if query.get("sslrootcert") == "system" and sslmode not in (None, "verify-full"):
+        raise ValueError("DATABASE_URL has sslrootcert=system, which needs sslmode=verify-full")
 
 
-def _port(value: str) -> int:
-    if not value.isdigit() or not 0 < int(value) < 65536:
-        # The value is not shown: in a mangled URL it could be part of the password.
-        raise ValueError("DATABASE_URL has a port that is not a number from 1 to 65535")
-    return int(value)
-
-
-def _hosts(url: URL, query: dict[str, str | tuple[str, ...]]) -> URL:
-    """Host lists (libpq `host=a,b`, SQLAlchemy's `host=a:1&host=b:2`) and socket directories,
-    in the one form SQLAlchemy hands asyncpg: `?host=a,b&port=1,2`, every port filled in."""
-    host_param = query.pop("host", None)
-    port_param = query.pop("port", None)
-    if host_param is None and port_param is None:
-        return url
-    if isinstance(port_param, tuple):
-        raise ValueError("DATABASE_URL has more than one port parameter; use port=5432,5433")
-    if isinstance(host_param, str):
-        host_param = tuple(host_param.split(","))
-    entries = [_split_host(entry) for entry in host_param or (url.host or "",)]
-    ports = [_port(p) for p in port_param.split(",")] if port_param else [url.port]
+def _host_list(host: str, port: str) -> tuple[str, str]:
+    """`?host=a,b&port=1,2` with every port checked and, in a list, filled in: the one form
+    that SQLAlchemy's URL accepts and asyncpg reads alike."""
+    entries = [_split_host(entry) for entry in host.split(",")] if host else [("", "")]
+    ports = port.split(",") if port else [""]
     if len(ports) == 1:
         ports *= len(entries)
     if len(ports) != len(entries):
         raise ValueError("DATABASE_URL has a different number of hosts and ports")
-    pairs = [(host, own or port) for (host, own), port in zip(entries, ports, strict=True)]
-    if len(pairs) == 1 and not pairs[0][0].startswith("/"):
-        return url._replace(host=pairs[0][0] or None, port=pairs[0][1])
-    if len(pairs) == 1:  # a unix-socket directory cannot be the URL's host: it stays a parameter
-        return url._replace(host=None, port=pairs[0][1]).update_query_dict({"host": pairs[0][0]})
-    if not all(host for host, _ in pairs):
-        raise ValueError("DATABASE_URL has an empty host in its host list")
-    # asyncpg needs every port of a host list (SQLAlchemy refuses gaps); libpq's default is 5432.
-    # (`URL.set` leaves a field alone when given None: `_replace` clears it.)
-    return url._replace(host=None, port=None).update_query_dict(
-        {
-            "host": ",".join(host for host, _ in pairs),
-            "port": ",".join(str(port or 5432) for _, port in pairs),
-        }
-    )
+    default = "5432" if len(entries) > 1 else ""  # libpq's; SQLAlchemy needs a list's all
+    ports = [own or given or default for (_, own), given in zip(entries, ports, strict=True)]
+    for number in filter(None, ports):
+        _check_port(number)
+    hosts = ",".join(f"[{name}]" if ":" in name else name for name, _ in entries)
+    return hosts, ",".join(ports)
 
 
-def _parse(raw: str) -> tuple[URL, dict[str, Any]]:
-    """The asyncpg URL, and the connect arguments a URL cannot carry for asyncpg."""
+def to_async_url(raw: str) -> URL:
+    """Check `raw` and return it as an asyncpg URL (the URL asyncpg reads as its DSN, see
+    `connect_args`); errors name the problem, never the password."""
     url = _make_url(raw)
     if url.drivername not in ACCEPTED_SCHEMES:
         raise ValueError(
             f"DATABASE_URL has the scheme {url.drivername!r}; this project needs PostgreSQL: "
             "postgresql+asyncpg://, postgresql:// or postgres://"
         )
-    query = dict(url.query)
-    supported = ", ".join(sorted(SUPPORTED_PARAMETERS))
-    for name, value in query.items():
-        if name not in SUPPORTED_PARAMETERS:
-            raise ValueError(
-                f"DATABASE_URL has the parameter {name!r}, which this project does not"
-                f" support; supported: {supported}"
-            )
+    query: dict[str, str] = {}
+    for name, value in url.query.items():
         if isinstance(value, tuple) and name != "host":
             raise ValueError(f"DATABASE_URL has the parameter {name!r} more than once")
-    if url.port is not None:  # in the authority (`@host:99999/`): SQLAlchemy takes any number
-        _port(str(url.port))
-    url = _hosts(url.set(drivername=DRIVER, query={}), query)
-    single: dict[str, str] = {k: v for k, v in query.items() if isinstance(v, str)}
-    keep: dict[str, str] = {}  # parameters asyncpg takes as they are, from the URL
-    args: dict[str, Any] = {}  # parameters translated into asyncpg's connect arguments
-
-    if "ssl" in single and "sslmode" in single:
-        raise ValueError("DATABASE_URL has both ssl and sslmode; keep sslmode")
-    sslmode = single.get("sslmode", single.get("ssl"))
-    if sslmode is None and single.get("sslrootcert") == "system":
-        sslmode = "verify-full"  # libpq 16: the system's CAs imply verify-full
-    if sslmode is not None:
-        if sslmode not in SSL_MODES:
-            raise ValueError(
-                f"DATABASE_URL has sslmode={sslmode!r}; use one of {', '.join(sorted(SSL_MODES))}"
-            )
-        # Kept in the URL too: an engine built from the URL alone still insists on TLS.
-        keep["ssl"] = sslmode
-    files = {name: single[name] for name in SSL_FILES if name in single}
-    if sslmode in ENCRYPTED_MODES:
-        args["ssl"] = _ssl_context(sslmode, **files)
-    elif files:
-        raise ValueError(
-            f"DATABASE_URL has {', '.join(files)} but sslmode={sslmode or 'prefer'};"
-            " certificates need sslmode=require, verify-ca or verify-full"
-        )
-
-    if (timeout := single.get("connect_timeout")) is not None:
-        try:
-            seconds = int(timeout)
-        except ValueError:
-            raise ValueError(
-                f"DATABASE_URL has connect_timeout={timeout!r}; use whole seconds"
-            ) from None
-        # libpq: zero or negative waits indefinitely.
-        args["timeout"] = float(seconds) if seconds > 0 else None
-
-    server_settings = {
-        name: single[name] for name in ("application_name", "options") if name in single
-    }
-    if server_settings:
-        # Startup parameters, as libpq sends them: the server itself parses `options`
-        # (`-c name=value`, `--name=value`) and refuses a bad one when the connection opens.
-        args["server_settings"] = server_settings
-
-    if (attrs := single.get("target_session_attrs")) is not None:
-        if attrs not in SESSION_ATTRS:
-            raise ValueError(
-                f"DATABASE_URL has target_session_attrs={attrs!r};"
-                f" use one of {', '.join(sorted(SESSION_ATTRS))}"
-            )
-        keep["target_session_attrs"] = attrs
-
-    if (binding := single.get("channel_binding")) is not None and binding not in CHANNEL_BINDINGS:
-        raise ValueError(
-            f"DATABASE_URL has channel_binding={binding!r}; asyncpg cannot do channel binding"
-            " (SCRAM-SHA-256-PLUS): use channel_binding=prefer or disable, or leave it out"
-        )
-
-    if (cache := single.get("prepared_statement_cache_size")) is not None:
-        if not cache.isdigit():
-            raise ValueError(
-                f"DATABASE_URL has prepared_statement_cache_size={cache!r}; use a whole number"
-            )
-        keep["prepared_statement_cache_size"] = cache
-    return url.update_query_dict(keep), args
+        # SQLAlchemy's host list, `?host=a:5432&host=b:5433`, in libpq's spelling.
+        query[name] = value if isinstance(value, str) else ",".join(value)
+    _check_parameters(query)
+    host, port = url.host, url.port
+    if "host" in query or "port" in query:
+        # libpq: `?host=`/`?port=` win over the authority's. asyncpg reads the authority
+        # first, so where the query has either, both go there.
+        query.setdefault("host", host or "")
+        query.setdefault("port", "" if port is None else str(port))
+        query["host"], query["port"] = _host_list(query["host"], query["port"])
+        query = {name: value for name, value in query.items() if value}
+        host, port = None, None
+    return URL.create(DRIVER, url.username, url.password, host, port, url.database, query)
 
 
-def _default_file(name: str) -> str | None:
-    """libpq's fallback for a certificate file: ~/.postgresql/<name>, when it exists."""
-    path = Path.home() / ".postgresql" / name
-    return str(path) if path.is_file() else None
-
-
-def _ssl_context(
-    sslmode: str,
-    sslrootcert: str | None = None,
-    sslcert: str | None = None,
-    sslkey: str | None = None,
-    sslpassword: str | None = None,
-) -> ssl.SSLContext:
-    """An SSLContext doing what libpq does for `sslmode` with these files."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2  # libpq's default ssl_min_protocol_version
-    context.check_hostname = sslmode == "verify-full"
-    rootcert = sslrootcert or _default_file("root.crt")
-    # libpq: `require` with a root certificate at hand verifies the chain, like verify-ca.
-    if rootcert is None and sslmode != "require":
-        raise ValueError(
-            f"DATABASE_URL has sslmode={sslmode} but no sslrootcert (the CA certificate file,"
-            " or sslrootcert=system for the system's trusted CAs), and ~/.postgresql/root.crt"
-            " does not exist"
-        )
-    if rootcert == "system" and sslmode != "verify-full":
-        raise ValueError("DATABASE_URL has sslrootcert=system, which needs sslmode=verify-full")
-    if rootcert is None:
-        context.verify_mode = ssl.CERT_NONE  # encrypted, but anyone may be at the other end
-    elif rootcert == "system":
-        context.load_default_certs()
-    else:
-        _load(context.load_verify_locations, "sslrootcert", rootcert, cafile=rootcert)
-    if sslkey and not sslcert:
-        raise ValueError("DATABASE_URL has sslkey but no sslcert")
-    if cert := sslcert or _default_file("postgresql.crt"):
-        key = sslkey or (None if sslcert else _default_file("postgresql.key"))
-        # Never None: OpenSSL would prompt on the terminal for an encrypted key's passphrase.
-        password = sslpassword or ""
-        name, hint = "sslcert/sslkey", " (a wrong sslpassword?)"
-        _load(context.load_cert_chain, name, cert, cert, key, lambda: password, hint=hint)
+def _system_ssl_context(query: dict[str, str]) -> ssl.SSLContext:
+    """libpq 16's sslrootcert=system, the system's trusted CAs and verify-full, as an SSL
+    context (asyncpg would open a file named `system`); it takes the query's other TLS
+    parameters out, since asyncpg reads none of them beside a context of ours."""
+    context = ssl.create_default_context()
+    context.set_alpn_protocols(["postgresql"])  # PostgreSQL 17's direct TLS needs it
+    for name in ("sslrootcert", "sslmode"):
+        query.pop(name, None)
+    password = query.pop("sslpassword", "")
+    if cert := query.pop("sslcert", None):
+        context.load_cert_chain(cert, query.pop("sslkey", None), lambda: password)
+    if crl := query.pop("sslcrl", None):
+        context.load_verify_locations(crl)
+        context.verify_flags |= ssl.VERIFY_CRL_CHECK_CHAIN
+    for name, bound in (("min", "minimum_version"), ("max", "maximum_version")):
+        if version := query.pop(f"ssl_{name}_protocol_version", None):
+            setattr(context, bound, ssl.TLSVersion[version.replace(".", "_")])
     return context
 
 
-def _load(loader: Any, name: str, path: str, *args: Any, hint: str = "", **kwargs: Any) -> None:
-    """Run an SSLContext loader; a missing or unreadable file is one line naming it."""
-    try:
-        loader(*args, **kwargs)
-    except FileNotFoundError:
-        raise ValueError(f"DATABASE_URL has {name}, and {path!r} does not exist") from None
-    except (OSError, ssl.SSLError) as error:
-        raise ValueError(
-            f"DATABASE_URL has {name}, and {path!r} cannot be used{hint}: {error}"
-        ) from None
-
-
-def to_async_url(raw: str) -> URL:
-    """Parse a PostgreSQL URL into an asyncpg one; errors name the problem, never the password."""
-    return _parse(raw)[0]
-
-
 def connect_args(raw: str) -> dict[str, Any]:
-    """What `raw` asks of asyncpg that its URL cannot carry: an SSL context, the connect
-    timeout, server settings. Pass them to `create_async_engine(..., connect_args=...)`."""
-    return _parse(raw)[1]
+    """The keyword arguments of SQLAlchemy's asyncpg `connect()` for `raw`: `dsn`, which
+    asyncpg parses itself (host lists, sslmode, certificate files, passfile, service...), and
+    what a DSN cannot tell asyncpg. `database.create_engine()` passes them."""
+    url = to_async_url(raw)
+    query = {name: str(value) for name, value in url.query.items()}  # one value each, now
+    args: dict[str, Any] = {}
+    if (timeout := query.pop("connect_timeout", None)) is not None:
+        # libpq: zero or negative waits indefinitely.
+        args["timeout"] = float(timeout) if int(timeout) > 0 else None
+    if (cache := query.pop("prepared_statement_cache_size", None)) is not None:
+        args["prepared_statement_cache_size"] = int(cache)
+    query.pop("channel_binding", None)  # prefer or disable: what asyncpg does anyway
+    if "ssl" in query:
+        query["sslmode"] = query.pop("ssl")
+    if query.get("sslrootcert") == "system":
+        args["ssl"] = _system_ssl_context(query)
+    args["dsn"] = url.set(drivername="postgresql", query=query).render_as_string(
+        hide_password=False
+    )
+    return args
 
 
 class Settings(BaseSettings):
@@ -309,23 +243,18 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: SecretStr) -> SecretStr:
-        _parse(value.get_secret_value())  # certificate files included: refused now, not later
+        to_async_url(value.get_secret_value())  # refused now, not on the first connection
         return value
-
-    @cached_property
-    def _parsed(self) -> tuple[URL, dict[str, Any]]:
-        # Once per settings object, not per use: the SSL context reads certificate files.
-        return _parse(self.database_url.get_secret_value())
 
     @property
     def database_url_object(self) -> URL:
         """The asyncpg URL; its repr and str mask the password."""
-        return self._parsed[0]
+        return to_async_url(self.database_url.get_secret_value())
 
     @property
     def database_connect_args(self) -> dict[str, Any]:
-        """The `connect_args` that go with `database_url_object` (see `connect_args`)."""
-        return dict(self._parsed[1])
+        """The driver's connect arguments for `database_url` (see `connect_args`)."""
+        return connect_args(self.database_url.get_secret_value())
 
 
 @lru_cache
