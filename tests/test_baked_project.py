@@ -3,29 +3,39 @@
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .baking import bake, install, project_env, run
+from .baking import TEMPLATE_UV, UV_ENV, bake, install, project_env, run
 from .postgres import Postgres, free_port
+
+SCHEMATHESIS = str(Path(sys.executable).with_name("schemathesis"))
+
+
+@pytest.fixture(scope="module")
+def web_project(cookies_session: Any, postgres: Postgres) -> Path:
+    """A bake with the web service, installed and migrated."""
+    # Its own slug, so its own role and database: provisioning the default slug's role again
+    # would change the password the shared bake's .env holds.
+    baked = bake(cookies_session, postgres, project_slug="web_service", web_framework="fastapi")
+    install(baked)
+    run(baked, "alembic", "upgrade", "head")
+    return baked
 
 
 @pytest.fixture(scope="module", params=["none", "fastapi"], ids="web_framework={}".format)
-def any_project(request: pytest.FixtureRequest, cookies_session: Any, postgres: Postgres) -> Path:
+def any_project(request: pytest.FixtureRequest) -> Path:
     """The shared default bake, then one with the web service: each choice, installed."""
-    if request.param == "none":
-        project: Path = request.getfixturevalue("project")
-        return project
-    # Its own slug, so its own role and database: provisioning the default slug's role again
-    # would change the password the shared bake's .env holds.
-    baked = bake(cookies_session, postgres, project_slug="web_service", web_framework=request.param)
-    install(baked)
-    return baked
+    project: Path = request.getfixturevalue("project" if request.param == "none" else "web_project")
+    return project
 
 
 @pytest.mark.parametrize(
@@ -44,30 +54,69 @@ def test_baked_tool_passes(any_project: Path, command: tuple[str, ...]) -> None:
     assert " skipped" not in result.stdout  # PgBouncer and restart tests need their binaries
 
 
+@contextmanager
+def serving(project: Path, *command: str) -> Iterator[str]:
+    """`command` (given `{port}` to serve on) running in `project` until exit: its base URL,
+    once /health answers."""
+    port = free_port()
+    # Its own process group: make, uvicorn's reloader and its server stop together.
+    with subprocess.Popen(
+        [part.format(port=port) for part in command],
+        cwd=project,
+        env=project_env(project),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    ) as server:
+        try:
+            base_url = f"http://127.0.0.1:{port}"
+            assert get_status(f"{base_url}/health") == 200
+            yield base_url
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+
+
 def test_make_run_serves_the_api(any_project: Path) -> None:
     """With the web service, `make run` serves it (auto-reloading); without, there is no run."""
     if (any_project / "web.mk").exists():
-        port = free_port()
-        # Its own process group: make, uvicorn's reloader and its server stop together.
-        with subprocess.Popen(
-            ["make", "run", f"PORT={port}"],
-            cwd=any_project,
-            env=project_env(any_project),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        ) as server:
-            try:
-                statuses = [
-                    get_status(f"http://127.0.0.1:{port}{path}") for path in ["/health", "/ready"]
-                ]
-            finally:
-                os.killpg(server.pid, signal.SIGTERM)
-                server.wait(timeout=30)
-        assert statuses == [200, 200]
+        with serving(any_project, "make", "run", "PORT={port}") as base_url:
+            assert get_status(f"{base_url}/ready") == 200
     else:
         result = run(any_project, "make", "run", check=False)
         assert "No rule to make target 'run'" in result.stderr
+
+
+def test_a_fuzzer_finds_nothing_wrong_with_the_service(web_project: Path, tmp_path: Path) -> None:
+    """schemathesis, every check on (server errors, schema and status conformance, Allow
+    headers, invalid data accepted, ...), against the service in uvicorn with its request
+    timeout: bounded in examples and time, a fixed seed, no failure."""
+    package = web_project.name
+    uvicorn = ("uvicorn", f"{package}.web:app", "--port", "{port}")
+    with serving(web_project, *uvicorn, "--http", f"{package}.web:HTTPProtocol") as base_url:
+        checks = ("--checks", "all", "--seed", "2026", "--workers", "1")
+        bounds = ("--max-examples", "25", "--max-time", "40", "--request-timeout", "10")
+        result = subprocess.run(
+            [SCHEMATHESIS, "run", f"{base_url}/openapi.json", *checks, *bounds],
+            cwd=tmp_path,  # its cache directory
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert result.returncode == 0, result.stdout[-6000:]
+
+
+def test_the_oldest_versions_allowed_pass_the_tests(web_project: Path, tmp_path: Path) -> None:
+    """The baked tests pass with the lowest version of each dependency pyproject.toml allows
+    (`uv pip install --resolution lowest-direct`), as they do with the newest (above): a lower
+    bound that no longer holds fails here, not in a user's project."""
+    venv = tmp_path / "lowest"
+    run(web_project, str(TEMPLATE_UV), "venv", "--quiet", str(venv), **UV_ENV)
+    lowest = ("--resolution", "lowest-direct", "-e", ".", "--group", "dev")
+    into = ("--python", str(venv / "bin" / "python"))
+    run(web_project, str(TEMPLATE_UV), "pip", "install", "--quiet", *into, *lowest, **UV_ENV)
+    result = run(web_project, "pytest", "-q", "-p", "no:cacheprovider", venv=venv)
+    assert " skipped" not in result.stdout
 
 
 def get_status(url: str) -> int:

@@ -135,6 +135,11 @@ def discard_timed_out(context: ExceptionContext) -> StatementTimeoutError | None
     error = context.original_exception
     if isinstance(error, TimeoutError) and not isinstance(error, SQLAlchemyError):
         context.is_disconnect = True
+        connection = context.connection
+        driver = None if connection is None or connection.closed else connection.connection
+        if driver is not None and driver.driver_connection is not None:
+            # Closed at once, as after a failed ping: see check_pooled_connections.
+            driver.driver_connection.terminate()
         return StatementTimeoutError(f"no answer from the server in time: {error!r}")
     return None
 
