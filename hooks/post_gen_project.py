@@ -73,9 +73,13 @@ WEB_FRAMEWORK_FILES = {
     "fastapi": [
         "web.mk",
         "src/{slug}/web.py",
+        "src/{slug}/observability.py",
+        "src/{slug}/tracing.py",
         "src/{slug}/schemas.py",
         "tests/test_web.py",
         "tests/test_web_server.py",
+        "tests/test_observability.py",
+        "tests/test_tracing.py",
     ],
 }
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
+from .logs import configure_logging
 from .settings import get_settings
 
 
@@ -32,6 +33,7 @@ def run() -> int:
         problems = "; ".join(f"{str(p['loc'][0]).upper()}: {p['msg']}" for p in error.errors())
         print(f"error: invalid settings: {problems}", file=sys.stderr)
         return 2
+    configure_logging(get_settings())
     try:
         asyncio.run(main())
     except (DBAPIError, OSError) as error:

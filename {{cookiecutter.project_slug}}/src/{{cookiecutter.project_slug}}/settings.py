@@ -4,9 +4,9 @@ import re
 import ssl
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import SecretStr, field_validator
+from pydantic import SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -239,12 +239,26 @@ class Settings(BaseSettings):
     database_command_timeout: float = 60.0
     # PgBouncer in transaction mode: no prepared-statement cache (sqlalchemy#6467).
     database_pgbouncer: bool = False
+    # Log each statement that took longer than this many milliseconds, with its text and
+    # duration, never its parameters (0: off, and no cost).
+    database_slow_statement_ms: float = 0
+    # The log: `text` for a terminal, `json` (one object per line) for a collector, `auto`
+    # JSON unless stderr is a terminal. LOG_LEVEL: DEBUG, INFO, WARNING, ERROR or CRITICAL.
+    log_format: Literal["auto", "text", "json"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: SecretStr) -> SecretStr:
         to_async_url(value.get_secret_value())  # refused now, not on the first connection
         return value
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _any_case(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, str):
+            return value
+        return value.upper() if info.field_name == "log_level" else value.lower()
 
     @property
     def database_url_object(self) -> URL:
