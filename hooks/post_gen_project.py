@@ -75,6 +75,7 @@ WEB_FRAMEWORK_FILES = {
         "src/{slug}/web.py",
         "src/{slug}/observability.py",
         "src/{slug}/tracing.py",
+        "src/{slug}/client_limits.py",
         "src/{slug}/schemas.py",
         "tests/test_web.py",
         "tests/test_web_server.py",
