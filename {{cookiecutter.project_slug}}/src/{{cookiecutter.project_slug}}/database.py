@@ -25,6 +25,11 @@ ABORTED_MESSAGE = (
 )
 
 
+# What pg_stat_activity shows for our connections, unless the URL names another
+# (`?application_name=`): the package's name.
+APPLICATION_NAME = __package__ or __name__.partition(".")[0]
+
+
 class TransactionAbortedError(SQLAlchemyError):
     """The block left cleanly, but a statement in it had failed: PostgreSQL had aborted the
     transaction, so the COMMIT rolled everything back and nothing was committed."""
@@ -32,9 +37,14 @@ class TransactionAbortedError(SQLAlchemyError):
 
 def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
     """An asyncpg engine configured by `settings` (`options` win); connects on first use."""
+    from_url = settings.database_connect_args
     connect_args: dict[str, Any] = {
         # What the URL asks that asyncpg takes only as arguments: see settings.connect_args.
-        **settings.database_connect_args,
+        **from_url,
+        "server_settings": {
+            "application_name": APPLICATION_NAME,
+            **from_url.get("server_settings", {}),
+        },
         "connection_class": connections.CommitCheckingConnection,
         "command_timeout": settings.database_command_timeout or None,
     }
