@@ -4,6 +4,7 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from {{ cookiecutter.project_slug }}.migrations import (
 )
 
 from .conftest import settings_for
-from .servers import running_server
+from .servers import SMALL_SERVER, running_server
 from .test_migrations import current_revisions, head, with_a_revision
 
 # A revision as users write them: ALTER TABLE needs the table's strongest lock, which waits
@@ -206,10 +207,9 @@ async def test_connections_carry_the_application_name(empty_engine: AsyncEngine)
 
 
 @pytest.fixture(scope="module")
-def small_server() -> Any:
+def small_server() -> Iterator[URL]:
     """A server of our own allowing 20 connections, 3 of them for superusers."""
-    settings = {"max_connections": "20", "superuser_reserved_connections": "3"}
-    with running_server("budget_tester", "budget", settings) as (_, url):
+    with running_server("budget_tester", "budget", SMALL_SERVER) as (_, url):
         yield url
 
 

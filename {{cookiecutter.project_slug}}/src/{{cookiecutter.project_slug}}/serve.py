@@ -15,6 +15,7 @@ processes that share the server, replicas x workers) and warns once when it does
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -132,7 +133,9 @@ def main(arguments: list[str] | None = None) -> int:
         proxy_headers=True,
     )
     check_budget(settings, int(os.environ.get("WEB_CONCURRENCY") or 1))
-    DrainingServer(config, app, settings.shutdown_drain_seconds).run()
+    # uvicorn raises Ctrl+C's SIGINT again once it has stopped: not an error here.
+    with contextlib.suppress(KeyboardInterrupt):
+        DrainingServer(config, app, settings.shutdown_drain_seconds).run()
     return 0
 
 
