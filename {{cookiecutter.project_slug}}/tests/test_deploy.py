@@ -6,13 +6,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import URL, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from {{ cookiecutter.project_slug }}.budget import connection_budget
 from {{ cookiecutter.project_slug }}.connections import sqlstate
@@ -140,7 +139,7 @@ def old_head(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return before
 
 
-async def reading_transaction(engine: AsyncEngine) -> Any:
+async def reading_transaction(engine: AsyncEngine) -> AsyncConnection:
     """A connection in a transaction that read `tutorials` (and so holds a lock on it)."""
     connection = await engine.connect()
     await connection.execute(text("SELECT count(*) FROM tutorials"))
