@@ -7,6 +7,8 @@ iptables rules and chains, its bridges). A daemon that already runs is used and 
 Base images come from `debootstrap` and `docker import`, kept by tag between runs.
 """
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -19,13 +21,11 @@ from pathlib import Path
 # The classic builder: what Debian's docker.io has without buildx, and the same on any client.
 DOCKER_ENV = {**os.environ, "DOCKER_BUILDKIT": "0"}
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
-# Bump to rebuild the cached base images.
-BASE_VERSION = "1"
-MINBASE = f"template-test-minbase:bookworm-{BASE_VERSION}"
+MINBASE = "template-test-minbase:bookworm"
 # Images FROM the minbase one: Debian's Python (as python:*-slim gives it: python3 with venv
 # and CA certificates), and Debian's PostgreSQL 15 behaving as the official image does.
 PYTHON_BASE = (
-    f"template-test-python:bookworm-{BASE_VERSION}",
+    "template-test-python",
     "RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv"
     " ca-certificates && rm -rf /var/lib/apt/lists/*\n",
 )
@@ -47,7 +47,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   rm /tmp/pwfile
   echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
   $AS_POSTGRES $BIN/pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
-  if [ "$POSTGRES_DB" != "$POSTGRES_USER" ]; then
+  if [ "$POSTGRES_DB" != postgres ]; then
     $AS_POSTGRES $BIN/createdb -U "$POSTGRES_USER" -- "$POSTGRES_DB"
   fi
   $AS_POSTGRES $BIN/pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
@@ -55,7 +55,7 @@ fi
 exec $AS_POSTGRES $BIN/postgres -D "$PGDATA" -c listen_addresses='*' "$@"
 """
 POSTGRES_BASE = (
-    f"template-test-postgres:bookworm-{BASE_VERSION}",
+    "template-test-postgres",
     "RUN apt-get update && apt-get install -y --no-install-recommends postgresql-15"
     " && rm -rf /var/lib/apt/lists/* /var/lib/postgresql/15 /etc/postgresql/15\n"
     "COPY entrypoint.sh /usr/local/bin/entrypoint.sh\n"
@@ -209,9 +209,12 @@ def minbase_image() -> str:
     return MINBASE
 
 
-def derived_image(tag_and_steps: tuple[str, str], files: dict[str, str] | None = None) -> str:
-    """An image FROM the minbase one with `steps` (Dockerfile lines), kept by its tag."""
-    tag, steps = tag_and_steps
+def derived_image(name_and_steps: tuple[str, str], files: dict[str, str] | None = None) -> str:
+    """An image FROM the minbase one with `steps` (Dockerfile lines), kept by its tag: a hash
+    of the steps and files, so a change to them makes a new one."""
+    name, steps = name_and_steps
+    recipe = json.dumps([steps, files or {}], sort_keys=True).encode()
+    tag = f"{name}:{hashlib.sha256(recipe).hexdigest()[:12]}"
     if image_exists(tag):
         return tag
     context = Path(tempfile.mkdtemp(prefix="template-base-"))
