@@ -77,7 +77,11 @@ def docker(*arguments: str, check: bool = True, timeout: float = 600) -> str:
 
 
 def missing() -> list[str]:
-    programs = {"docker.io": "dockerd", "docker-compose": "docker-compose", "debootstrap": "debootstrap"}
+    programs = {
+        "docker.io": "dockerd",
+        "docker-compose": "docker-compose",
+        "debootstrap": "debootstrap",
+    }
     return [
         package
         for package, program in programs.items()
@@ -135,7 +139,8 @@ def docker_daemon() -> Iterator[str | None]:
                 break
             time.sleep(0.5)
         if daemon.poll() is not None or not daemon_answers():
-            yield f"container tests: dockerd did not start: {(scratch / 'dockerd.log').read_text()[-500:]}"
+            log = (scratch / "dockerd.log").read_text()[-500:]
+            yield f"container tests: dockerd did not start: {log}"
         else:
             yield None
     finally:
@@ -202,7 +207,10 @@ def minbase_image() -> str:
                     path.unlink()
         with subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE) as tar:
             subprocess.run(
-                ["docker", "import", "-", MINBASE], stdin=tar.stdout, check=True, capture_output=True
+                ["docker", "import", "-", MINBASE],
+                stdin=tar.stdout,
+                check=True,
+                capture_output=True,
             )
     finally:
         shutil.rmtree(root, ignore_errors=True)
