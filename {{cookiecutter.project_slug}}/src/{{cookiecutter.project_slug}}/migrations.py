@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
 from .connections import sqlstate
-from .settings import PROJECT_ROOT, Settings, get_settings
+from .settings import PROJECT_ROOT, Settings, get_settings, invalid_settings
 
 # alembic.ini and alembic/ live at the project root, beside src/, in a source checkout; the
 # wheel carries both inside the package (pyproject.toml, force-include), so an installed
@@ -145,8 +145,7 @@ def main(arguments: list[str]) -> int:
     try:
         settings = get_settings()
     except ValidationError as error:
-        problems = "; ".join(f"{str(p['loc'][0]).upper()}: {p['msg']}" for p in error.errors())
-        print(f"error: invalid settings: {problems}", file=sys.stderr)
+        print(invalid_settings(error), file=sys.stderr)
         return 2
     url = settings.for_migrations().database_url_object
     try:

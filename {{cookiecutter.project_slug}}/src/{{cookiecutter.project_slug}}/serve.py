@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .budget import connection_budget
 from .database import create_engine
+from .settings import invalid_settings
 from .web import WebSettings
 
 logger = logging.getLogger("uvicorn.error")  # configured by uvicorn: one log for all
@@ -118,8 +119,7 @@ def main(arguments: list[str] | None = None) -> int:
     try:
         settings = ServeSettings()  # type: ignore[call-arg]  # from the environment
     except ValidationError as error:
-        problems = "; ".join(f"{str(p['loc'][0]).upper()}: {p['msg']}" for p in error.errors())
-        print(f"error: invalid settings: {problems}", file=sys.stderr)
+        print(invalid_settings(error), file=sys.stderr)
         return 2
     from .web import create_app
 
