@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,8 @@ def test_a_code_change_reuses_the_dependency_layer(shipped: Path) -> None:
     """After a change to the code only, the dependencies' layer comes from the cache and the
     project's layer is rebuilt."""
     init = shipped / "src" / SLUG / "__init__.py"
-    init.write_text(init.read_text() + "# changed\n")
+    # Never built before (a layer of an earlier run would be reused): a new comment each time.
+    init.write_text(f"{init.read_text()}# changed: {uuid.uuid4()}\n")
     seconds, output = build(shipped)
     by_step = steps(output)
     dependencies = [s for line, s in by_step.items() if "--no-install-project" in line]
