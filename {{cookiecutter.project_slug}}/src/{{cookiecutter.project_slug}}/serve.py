@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .budget import connection_budget
 from .database import create_engine
 from .settings import invalid_settings
-from .web import WebSettings
+from .web import WebSettings, create_app
 
 logger = logging.getLogger("uvicorn.error")  # configured by uvicorn: one log for all
 
@@ -121,8 +121,6 @@ def main(arguments: list[str] | None = None) -> int:
     except ValidationError as error:
         print(invalid_settings(error), file=sys.stderr)
         return 2
-    from .web import create_app
-
     app = Draining(create_app(settings))
     config = uvicorn.Config(
         app,
