@@ -65,6 +65,40 @@ POSTGRES_BASE = (
 )
 
 
+PGBOUNCER_ENTRYPOINT = r"""#!/bin/sh
+# The part of edoburu/pgbouncer's contract that compose.yaml uses: DB_HOST, DB_USER,
+# DB_PASSWORD, DB_NAME, POOL_MODE, AUTH_TYPE, LISTEN_PORT, MAX_CLIENT_CONN, DEFAULT_POOL_SIZE.
+set -eu
+printf '"%s" "%s"\n' "$DB_USER" "$DB_PASSWORD" > /etc/pgbouncer/userlist.txt
+cat > /etc/pgbouncer/pgbouncer.ini <<INI
+[databases]
+${DB_NAME} = host=${DB_HOST} port=5432 auth_user=${DB_USER}
+[pgbouncer]
+listen_addr = 0.0.0.0
+listen_port = ${LISTEN_PORT}
+unix_socket_dir =
+auth_type = ${AUTH_TYPE}
+auth_file = /etc/pgbouncer/userlist.txt
+pool_mode = ${POOL_MODE}
+max_client_conn = ${MAX_CLIENT_CONN}
+default_pool_size = ${DEFAULT_POOL_SIZE}
+ignore_startup_parameters = extra_float_digits
+INI
+chown -R bouncer /etc/pgbouncer
+exec setpriv --reuid=bouncer --regid=bouncer --init-groups \
+  /usr/sbin/pgbouncer /etc/pgbouncer/pgbouncer.ini
+"""
+PGBOUNCER_BASE = (
+    "template-test-pgbouncer",
+    "RUN apt-get update && apt-get install -y --no-install-recommends pgbouncer"
+    " postgresql-client-15 && rm -rf /var/lib/apt/lists/* && useradd --system bouncer"
+    " && mkdir -p /etc/pgbouncer\n"
+    "COPY entrypoint.sh /usr/local/bin/entrypoint.sh\n"
+    "RUN chmod 755 /usr/local/bin/entrypoint.sh\n"
+    'ENTRYPOINT ["/usr/local/bin/entrypoint.sh"]\n',
+)
+
+
 def docker(*arguments: str, check: bool = True, timeout: float = 600) -> str:
     """Run `docker <arguments>`; its output (stdout and stderr)."""
     result = subprocess.run(
@@ -242,3 +276,7 @@ def python_base() -> str:
 
 def postgres_base() -> str:
     return derived_image(POSTGRES_BASE, {"entrypoint.sh": POSTGRES_ENTRYPOINT})
+
+
+def pgbouncer_base() -> str:
+    return derived_image(PGBOUNCER_BASE, {"entrypoint.sh": PGBOUNCER_ENTRYPOINT})

@@ -25,6 +25,7 @@ from .docker_host import (
     docker,
     docker_daemon,
     install_docker,
+    pgbouncer_base,
     postgres_base,
     python_base,
 )
@@ -122,6 +123,7 @@ class Stack:
             "COMPOSE_PROJECT_NAME": "templatetest",
             "APP_IMAGE": IMAGE,
             "POSTGRES_IMAGE": postgres_base(),
+            "PGBOUNCER_IMAGE": pgbouncer_base(),
             "POSTGRES_PORT": str(free_port()),
             "APP_PORT": str(self.app_port),
         }
@@ -195,7 +197,7 @@ def stack(shipped: Path) -> Iterator[Stack]:
         stack.wait_healthy("app")
         yield stack
     finally:
-        stack.compose("down", "-v", "--remove-orphans", check=False)
+        stack.compose("--profile", "pgbouncer", "down", "-v", "--remove-orphans", check=False)
 
 
 def test_the_stack_serves_and_keeps_its_data(stack: Stack) -> None:
@@ -237,3 +239,21 @@ def test_sigterm_during_a_slow_request(stack: Stack) -> None:
     assert ready[0] == 503
     assert [status for status, _ in answers] == [201]
     assert stack.sql("SELECT count(*) FROM tutorials WHERE name = 'in flight'") == "1"
+
+
+def test_the_app_through_pgbouncer(stack: Stack) -> None:
+    """The pgbouncer profile, the app pointed at it in transaction mode: it writes and reads;
+    with PgBouncer stopped /ready answers 503, so its traffic really goes through it."""
+    direct = read_env(stack.project)["COMPOSE_DATABASE_URL"].strip('"')
+    stack.environment |= {
+        "COMPOSE_DATABASE_URL": direct.replace("@db:5432/", "@pgbouncer:5432/"),
+        "DATABASE_PGBOUNCER": "true",
+    }
+    stack.compose("--profile", "pgbouncer", "up", "-d")
+    stack.wait_healthy("pgbouncer")
+    stack.wait_healthy("app")
+    status, created = stack.request("POST", "/tutorials", {"name": "pooled"})
+    assert status == 201
+    assert stack.request("GET", f"/tutorials/{created['tutorial_id']}") == (200, created)
+    stack.compose("--profile", "pgbouncer", "stop", "pgbouncer")
+    assert stack.request("GET", "/ready")[0] == 503
