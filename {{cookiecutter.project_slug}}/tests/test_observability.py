@@ -137,7 +137,8 @@ async def test_metrics_parse_and_the_pool_gauge_follows_held_connections(
 ) -> None:
     """/metrics parses as Prometheus text: requests by route template and status, a latency
     histogram, database errors by SQLSTATE class, and the pool's checked-out connections,
-    which rise while requests wait on a lock and fall back after."""
+    which rise while requests wait on a lock and fall back after; HEAD counts as HEAD, and any
+    path no route has as `unmatched`, never as itself."""
     app = create_app(json_settings())
 
     @app.get("/divide-by-zero")
@@ -163,6 +164,8 @@ async def test_metrics_parse_and_the_pool_gauge_follows_held_connections(
             await blocker.rollback()
         assert [(await task).status_code for task in waiting] == [201] * 5
         assert (await client.get("/divide-by-zero")).status_code == 500
+        assert (await client.head("/health")).status_code == 200
+        assert (await client.get("/no/such/path/42")).status_code == 404
         await settled(engine)
         after = await scrape(client)
     assert during[sample("database_pool_checked_out")] >= 5
@@ -174,6 +177,10 @@ async def test_metrics_parse_and_the_pool_gauge_follows_held_connections(
     assert after[latency] - before.get(latency, 0) == 5
     errors = sample("database_errors_total", sqlstate_class="22")
     assert after[errors] - before.get(errors, 0) == 1
+    head = sample("http_requests_total", method="HEAD", route="/health", status="200")
+    unmatched = sample("http_requests_total", method="GET", route="unmatched", status="404")
+    assert after[head] - before.get(head, 0) == after[unmatched] - before.get(unmatched, 0) == 1
+    assert not [name for name in after if "/no/such/path" in name]
 
 
 async def test_metrics_can_be_turned_off(engine: AsyncEngine) -> None:
