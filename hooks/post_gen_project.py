@@ -74,6 +74,7 @@ WEB_FRAMEWORK_FILES = {
         "web.mk",
         "src/{slug}/web.py",
         "src/{slug}/serve.py",
+        "src/{slug}/client_limits.py",
         "src/{slug}/schemas.py",
         "tests/test_web.py",
         "tests/test_web_server.py",
