@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .budget import connection_budget
+from .client_limits import with_request_timeout
 from .database import create_engine
 from .logs import logging_config
 from .settings import invalid_settings
@@ -128,6 +129,8 @@ def main(arguments: list[str] | None = None) -> int:
         host=options.host,
         port=options.port,
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        # A client that has not sent its whole request within REQUEST_TIMEOUT is cut off.
+        http=with_request_timeout(settings.request_timeout),
         # Behind the orchestrator's proxy: trust X-Forwarded-* from FORWARDED_ALLOW_IPS.
         proxy_headers=True,
         # The project's one log format (LOG_FORMAT, LOG_LEVEL) for uvicorn's lines too.
