@@ -293,11 +293,7 @@ class Server:
         shutil.rmtree(self.data_dir / "data", ignore_errors=True)
         with tempfile.NamedTemporaryFile("w", dir=self.data_dir, delete=False) as pwfile:
             pwfile.write(password + "\n")
-        if self.run_as:
-            assert sys.platform != "win32"  # run_as: root's choice (server_user)
-            entry = pwd.getpwnam(self.run_as)
-            os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
-            os.chown(pwfile.name, entry.pw_uid, -1)
+        self.hand_over(self.data_dir, Path(pwfile.name))
         try:
             self.run(
                 "initdb",
@@ -315,6 +311,34 @@ class Server:
             )
         finally:
             os.unlink(pwfile.name)
+
+    def hand_over(self, *paths: Path) -> None:
+        """Make `paths` the server user's own (when we are root)."""
+        if self.run_as:
+            assert sys.platform != "win32"  # run_as: root's choice (server_user)
+            entry = pwd.getpwnam(self.run_as)
+            for path in paths:
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def init_standby(self, primary: Server, user: str, password: str) -> None:
+        """Make this cluster a streaming standby of the running `primary`: a base backup of
+        it, with the recovery settings that follow it (pg_basebackup -R). `user` must be a
+        superuser of `primary` (initdb's pg_hba.conf lets it replicate from localhost)."""
+        self.check_reachable()
+        self.data_dir.mkdir(mode=0o700, exist_ok=True)
+        self.hand_over(self.data_dir)
+        shutil.rmtree(self.data_dir / "data", ignore_errors=True)
+        self.run(
+            "pg_basebackup",
+            *("--pgdata", str(self.data_dir / "data"), "--write-recovery-conf"),
+            *("--host", primary.host, "--port", str(primary.port), "--username", user),
+            *("--checkpoint", "fast", "--no-password"),
+            env={"PGPASSWORD": password},
+        )
+
+    def promote(self) -> None:
+        """Make this standby a primary (failover), once it has replayed what it received."""
+        self.run("pg_ctl", "promote", "--pgdata", str(self.data_dir / "data"), "--wait")
 
     def running(self) -> bool:
         result = subprocess.run(
@@ -347,8 +371,10 @@ class Server:
             quoted,
         )
 
-    def stop(self) -> None:
-        self.run("pg_ctl", "stop", "--pgdata", str(self.data_dir / "data"), "--mode", "fast")
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server; mode "immediate" is a crash (no shutdown checkpoint, and
+        replication stops with what it sent)."""
+        self.run("pg_ctl", "stop", "--pgdata", str(self.data_dir / "data"), "--mode", mode)
 
     def create_database(self, owner: str, password: str, database: str) -> None:
         """Create `database` unless it exists (createdb's only failure we accept)."""

@@ -239,11 +239,29 @@ class Settings(BaseSettings):
     database_command_timeout: float = 60.0
     # PgBouncer in transaction mode: no prepared-statement cache (sqlalchemy#6467).
     database_pgbouncer: bool = False
+    # A replica (hot standby) for get_read_session(), in any form DATABASE_URL takes; unset or
+    # empty: reads run on the primary, with no second engine or pool (README, "Scaling past
+    # one server").
+    database_read_url: SecretStr | None = None
+    # Seconds a read waits for a replica connection (pool or connect) before it runs on the
+    # primary instead: a replica that is down costs each read this much at most.
+    database_read_fallback_timeout: float = 1.0
 
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: SecretStr) -> SecretStr:
         to_async_url(value.get_secret_value())  # refused now, not on the first connection
+        return value
+
+    @field_validator("database_read_url")
+    @classmethod
+    def _check_database_read_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        try:
+            to_async_url(value.get_secret_value())
+        except ValueError as error:  # the same checks, naming the variable that is wrong
+            raise ValueError(str(error).replace("DATABASE_URL", "DATABASE_READ_URL")) from None
         return value
 
     @property
