@@ -205,12 +205,12 @@ async def get_read_session() -> AsyncIterator[AsyncSession]:
     session = await replica_session()
     token = connections.in_read_session.set(True)
     try:
-        async with session:  # the close is shielded from cancellation, as in get_session()
-            yield session
-            # Commits nothing, as a rollback would, at the same cost; but an object added and
-            # never flushed is refused here (SQLSTATE 25006) instead of silently dropped.
-            await session.commit()
-    except DBAPIError as error:
+        yield session
+        # Commits nothing, as a rollback would, at the same cost; but an object added and
+        # never flushed is refused here (SQLSTATE 25006) instead of silently dropped.
+        await session.run_sync(commit_then_close)
+    except BaseException as error:
+        await close_shielded(session)
         if connections.sqlstate(error) != connections.READ_ONLY_SQL_TRANSACTION:
             raise
         raise WriteInReadSessionError(
