@@ -39,7 +39,7 @@ TEST_DATABASE = with_suffix(DEVELOPMENT_URL.database or "", "test")
 os.environ["DATABASE_URL"] = DEVELOPMENT_URL.set(database=TEST_DATABASE).render_as_string(
     hide_password=False
 )
-os.environ["DATABASE_READ_URL"] = ""  # .env's replica serves .env's database: reads go here too
+os.environ["DATABASE_READ_URL"] = ""  # .env's replica copies .env's database: read the test one
 get_settings.cache_clear()
 
 from {{ cookiecutter.project_slug }} import database  # noqa: E402  (after the switch)

@@ -189,7 +189,7 @@ async def replica_session() -> AsyncSession:
         replica_down = True
         return primary_read_session_factory()
     if replica_down:
-        logger.warning("reads run on the replica again")
+        logger.info("reads run on the replica again")
         replica_down = False
     return session
 
