@@ -73,9 +73,14 @@ WEB_FRAMEWORK_FILES = {
     "fastapi": [
         "web.mk",
         "src/{slug}/web.py",
+        "src/{slug}/serve.py",
+        "src/{slug}/client_limits.py",
         "src/{slug}/schemas.py",
         "tests/test_web.py",
         "tests/test_web_server.py",
+        "tests/test_serve.py",
+        "Dockerfile",
+        ".dockerignore",
     ],
 }
 
@@ -107,7 +112,7 @@ def next_steps(
     if has_make and not windows:
         steps = [
             ("make install", "uv sync" if has_uv else "no uv found: python3 -m venv, then pip"),
-            ("make db", "PostgreSQL matching .env, no Docker (or: docker compose up -d --wait)"),
+            ("make db", "PostgreSQL matching .env, no Docker (or: docker compose up -d --wait db)"),
             ("make migrate", "alembic upgrade head"),
             ("make test", "pytest; `make` alone lists every task"),
         ]
@@ -168,6 +173,9 @@ def main() -> int:
         "POSTGRES_PASSWORD": password,
         "POSTGRES_DB": database,
         "POSTGRES_PORT": str(int(port)),
+        # The stack in compose.yaml: the app and the migration reach the `db` service.
+        "COMPOSE_DATABASE_URL": database_url(user, password, "db", "5432", database),
+        "COMPOSE_MIGRATION_URL": database_url(user, password, "db", "5432", database),
     }
     remove_unused_files(slug, {{cookiecutter.web_framework | literal}})
     try:

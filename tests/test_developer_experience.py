@@ -400,7 +400,7 @@ def test_system_binaries_come_before_the_embedded_ones(
 def test_compose_takes_every_setting_from_env(baked: Path) -> None:
     """compose.yaml is valid, names no secret, and .env holds the values it references."""
     check_schema("compose-spec", baked / "compose.yaml")
-    service = load_yaml(baked / "compose.yaml")["services"]["postgres"]
+    service = load_yaml(baked / "compose.yaml")["services"]["db"]
     assert service["environment"] == {
         name: f"${{{name}:?set {name} in .env}}"
         for name in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB")
@@ -415,6 +415,26 @@ def test_compose_takes_every_setting_from_env(baked: Path) -> None:
     assert [env[f"POSTGRES_{name}"] for name in ("USER", "PASSWORD", "DB", "PORT")] == [
         f'"{unquote(part or "")}"' for part in parts
     ]
+
+
+def test_the_web_services_compose_stack(cookies_session: Any) -> None:
+    """With the web service: db, a one-shot migrate, app after it, PgBouncer on request, all
+    on the image's own URLs to the db service; without it, the database alone."""
+    web = Path(cookies_session.bake(extra_context={"web_framework": "fastapi"}).project_path)
+    check_schema("compose-spec", web / "compose.yaml")
+    services = load_yaml(web / "compose.yaml")["services"]
+    assert set(services) == {"db", "migrate", "app", "pgbouncer"}
+    assert services["migrate"]["command"][-2:] == [f"{web.name}.migrations", "upgrade"]
+    assert services["app"]["depends_on"] == {
+        "migrate": {"condition": "service_completed_successfully"}
+    }
+    assert services["migrate"]["depends_on"] == {"db": {"condition": "service_healthy"}}
+    assert "/ready" in services["app"]["healthcheck"]["test"][-1]
+    assert services["pgbouncer"]["profiles"] == ["pgbouncer"]
+    assert services["app"]["image"] == services["migrate"]["image"]
+    env = read_env(web)
+    for name in ("COMPOSE_DATABASE_URL", "COMPOSE_MIGRATION_URL"):
+        assert urlsplit(env[name].strip('"')).netloc.endswith("@db:5432")
 
 
 def test_ci_workflow_is_valid_and_runs_every_check(baked: Path) -> None:
@@ -436,6 +456,9 @@ def test_ci_workflow_is_valid_and_runs_every_check(baked: Path) -> None:
         "make test",
     ]
     assert "cruft" in jobs["template"]["steps"][-1]["run"]  # tests/test_updates.py runs it
+    image = [step.get("run") or step["uses"] for step in jobs["image"]["steps"]]
+    assert "docker build -t app:ci ." in image  # tests/test_containers.py runs it here
+    assert "docker compose up -d --wait --wait-timeout 180" in image
 
 
 def test_the_templates_own_ci_runs_make_test_on_a_postgres_service() -> None:

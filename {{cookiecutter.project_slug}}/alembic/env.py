@@ -57,6 +57,17 @@ def do_run_migrations(connection: Connection) -> None:
     with connection.engine.connect() as lock:
         take_migration_lock(lock)
         with context.begin_transaction():
+            # A statement waiting for a table lock (ALTER TABLE behind a long transaction)
+            # queues every later query of the application behind it: give up after
+            # DATABASE_MIGRATION_LOCK_TIMEOUT seconds instead. LOCAL: gone with the
+            # transaction, so never left on a connection PgBouncer hands to someone else.
+            lock_timeout = config.attributes.get(
+                "lock_timeout", get_settings().database_migration_lock_timeout
+            )
+            connection.execute(
+                text("SELECT set_config('lock_timeout', :value, true)"),
+                {"value": f"{int(lock_timeout * 1000)}ms"},
+            )
             context.run_migrations()
 
 
@@ -93,8 +104,9 @@ async def run_async_migrations(connectable: AsyncEngine | AsyncConnection | None
     # Imported here, not at the top: offline mode needs no settings and no DATABASE_URL.
     from {{ cookiecutter.project_slug }}.database import create_engine
 
-    # The app's engine options (PgBouncer mode included), but no pool for a one-off run.
-    engine = connectable or create_engine(get_settings(), poolclass=pool.NullPool)
+    # The app's engine options, but no pool for a one-off run, and DATABASE_MIGRATION_URL
+    # (a direct connection) when it is set, else DATABASE_URL (PgBouncer mode included).
+    engine = connectable or create_engine(get_settings().for_migrations(), poolclass=pool.NullPool)
     async with engine.connect() as connection:
         await connection.run_sync(do_run_migrations)
 

@@ -144,6 +144,10 @@ def running_standby(
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+# For connection budget tests: a server allowing 20 connections, 3 of them for superusers.
+SMALL_SERVER = {"max_connections": "20", "superuser_reserved_connections": "3"}
+
+
 def userlist_line(user: str, password: str) -> str:
     """A line of PgBouncer's auth_file: both fields double-quoted, inner quotes doubled."""
     return " ".join('"{}"'.format(field.replace('"', '""')) for field in (user, password))

@@ -158,19 +158,29 @@ def downgrade() -> None:
 '''
 
 
-@pytest.fixture
-def with_an_index_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The project's migrations plus INDEX_CONCURRENTLY, in a copy `alembic_config()` uses."""
+def with_a_revision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, revision: str
+) -> Path:
+    """The project's migrations plus `revision` (a template taking `down_revision`) as
+    `name`, in a copy `alembic_config()` uses; its alembic.ini."""
     down_revision = head()
     shutil.copytree(PROJECT_ROOT / "alembic", tmp_path / "alembic")
-    revision = tmp_path / "alembic" / "versions" / "0c0ffee0c0de_index_tutorial_names.py"
-    revision.write_text(INDEX_CONCURRENTLY.format(down_revision=down_revision))
+    (tmp_path / "alembic" / "versions" / name).write_text(
+        revision.format(down_revision=down_revision)
+    )
     ini = (PROJECT_ROOT / "alembic.ini").read_text(encoding="utf-8")
     (tmp_path / "alembic.ini").write_text(
         ini.replace("prepend_sys_path = %(here)s/src", f"prepend_sys_path = {PROJECT_ROOT / 'src'}")
     )
     monkeypatch.setattr(migrations, "ALEMBIC_INI", tmp_path / "alembic.ini")
     return tmp_path / "alembic.ini"
+
+
+@pytest.fixture
+def with_an_index_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The project's migrations plus INDEX_CONCURRENTLY, in a copy `alembic_config()` uses."""
+    name = "0c0ffee0c0de_index_tutorial_names.py"
+    return with_a_revision(tmp_path, monkeypatch, name, INDEX_CONCURRENTLY)
 
 
 async def index_and_column(engine: AsyncEngine) -> tuple[int, int]:

@@ -4,14 +4,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI, HTTPException
 from httpx import ASGITransport, AsyncClient
-from sqlalchemy import text
+from sqlalchemy import URL, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.pool import NullPool
 
 from {{ cookiecutter.project_slug }} import database
 from {{ cookiecutter.project_slug }}.repository import save_tutorial
@@ -21,6 +23,7 @@ from .conftest import settings_for
 from .server_state import count_tutorials
 from .servers import free_port
 from .test_replicas import Pair, pair, replayed, route  # noqa: F401  (fixtures: pair, route)
+from .test_resilience import SilentProxy
 
 ROUTES = {
     ("GET", "/health"),
@@ -372,6 +375,42 @@ async def test_an_unreachable_database_is_503(client: AsyncClient) -> None:
         assert "database unavailable" in response.json()["detail"]
         assert password not in response.text
         assert "127.0.0.1" not in response.text
+
+
+@pytest.mark.commits
+async def test_a_server_out_of_connection_slots_is_503(
+    own_server: tuple[Any, URL], client: AsyncClient, bind_get_session: Callable[..., AsyncEngine]
+) -> None:
+    """ "Too many connections" (SQLSTATE 53300; here a role allowed none) answers 503 with
+    Retry-After: the client should come back, not give up."""
+    _, url = own_server
+    admin = database.create_engine(settings_for(url), poolclass=NullPool)
+    async with admin.begin() as connection:
+        await connection.execute(text("DROP ROLE IF EXISTS limited"))
+        await connection.execute(text("CREATE ROLE limited LOGIN PASSWORD 'x' CONNECTION LIMIT 0"))
+    await admin.dispose()
+    bind_get_session(settings_for(url.set(username="limited", password="x")))
+    response = await client.post("/tutorials", json={"name": "no slot"})
+    assert (response.status_code, response.headers["retry-after"]) == (503, "1")
+
+
+@pytest.mark.commits
+async def test_ready_is_503_when_the_database_does_not_answer_in_time(
+    engine: AsyncEngine, client: AsyncClient, bind_get_session: Callable[..., AsyncEngine]
+) -> None:
+    """The connection to the database goes silent: /ready answers 503 after READY_TIMEOUT (2 s),
+    never hangs; /health still answers 200."""
+    proxy = SilentProxy(engine.url)
+    bind_get_session(settings_for(await proxy.start()), pool_size=1, max_overflow=0)
+    try:
+        assert (await client.get("/ready")).status_code == 200
+        proxy.vanish()
+        started = asyncio.get_running_loop().time()
+        assert (await client.get("/ready")).status_code == 503
+        assert asyncio.get_running_loop().time() - started < 10
+        assert (await client.get("/health")).status_code == 200
+    finally:
+        await proxy.stop()
 
 
 @pytest.fixture

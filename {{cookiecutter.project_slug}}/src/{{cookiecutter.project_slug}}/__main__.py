@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
-from .settings import get_settings
+from .settings import get_settings, invalid_settings
 
 
 async def main() -> None:
@@ -29,8 +29,7 @@ def run() -> int:
     try:
         url = get_settings().database_url_object
     except ValidationError as error:
-        problems = "; ".join(f"{str(p['loc'][0]).upper()}: {p['msg']}" for p in error.errors())
-        print(f"error: invalid settings: {problems}", file=sys.stderr)
+        print(invalid_settings(error), file=sys.stderr)
         return 2
     try:
         asyncio.run(main())

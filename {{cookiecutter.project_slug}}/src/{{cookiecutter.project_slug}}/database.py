@@ -29,6 +29,11 @@ ABORTED_MESSAGE = (
 )
 
 
+# What pg_stat_activity shows for our connections, unless the URL names another
+# (`?application_name=`): the package's name.
+APPLICATION_NAME = __package__ or __name__.partition(".")[0]
+
+
 class WriteInReadSessionError(SQLAlchemyError):
     """A statement in a `get_read_session()` block tried to write (SQLSTATE 25006): writes
     need `get_session()`."""
@@ -47,6 +52,9 @@ def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
         "connection_class": connections.CommitCheckingConnection,
         "command_timeout": settings.database_command_timeout or None,
     }
+    if "application_name" not in settings.database_url_object.query:
+        # A name in pg_stat_activity; asyncpg's server_settings would override the DSN's own.
+        connect_args["server_settings"] = {"application_name": APPLICATION_NAME}
     if settings.database_pgbouncer:
         # PgBouncer in transaction mode may run each transaction on another server connection,
         # where a prepared statement from elsewhere can exist under the same name: cache none

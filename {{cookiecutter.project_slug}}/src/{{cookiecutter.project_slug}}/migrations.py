@@ -1,22 +1,43 @@
-"""Run Alembic migrations from async code: app startup, tests, scripts.
+"""Run Alembic migrations from async code: app startup, tests, scripts, the deploy step.
 
-`python -m <package>.migrations FILE` is alembic's post-write hook (alembic.ini): it formats
-a new revision with ruff when ruff is installed, and otherwise only says so.
+`python -m <package>.migrations upgrade` is the deploy step: it upgrades the database to head
+from the installed package (no source tree needed), and exits at once when there is nothing
+to do. `python -m <package>.migrations FILE` is alembic's post-write hook (alembic.ini): it
+formats a new revision with ruff when ruff is installed, and otherwise only says so.
 """
 
+import asyncio
 import importlib.util
 import subprocess
 import sys
+from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from pydantic import ValidationError
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import NullPool
 
-from .settings import PROJECT_ROOT
+from .connections import sqlstate
+from .settings import PROJECT_ROOT, Settings, get_settings, invalid_settings
 
-# alembic.ini and alembic/ live at the project root, beside src/ (a source checkout).
-ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
+# alembic.ini and alembic/ live at the project root, beside src/, in a source checkout; the
+# wheel carries both inside the package (pyproject.toml, force-include), so an installed
+# package (the Docker image) migrates too.
+ALEMBIC_INI = next(
+    (
+        ini
+        for ini in (PROJECT_ROOT / "alembic.ini", Path(__file__).with_name("alembic.ini"))
+        if ini.is_file()
+    ),
+    PROJECT_ROOT / "alembic.ini",
+)
+# SQLSTATE lock_not_available: a statement gave up waiting for a lock (lock_timeout).
+LOCK_NOT_AVAILABLE = "55P03"
 # env.py holds this PostgreSQL advisory lock (transaction-scoped) while it migrates.
 MIGRATION_LOCK_ID = 5_186_823_411_023_374_112
 
@@ -24,7 +45,7 @@ MIGRATION_LOCK_ID = 5_186_823_411_023_374_112
 def alembic_config(connection: Connection | None = None) -> Config:
     """Alembic's config; with `connection`, env.py migrates on it instead of connecting."""
     if not ALEMBIC_INI.is_file():
-        raise FileNotFoundError(f"{ALEMBIC_INI} not found: migrations run from a source checkout")
+        raise FileNotFoundError(f"{ALEMBIC_INI} not found: neither a source checkout nor a wheel")
     config = Config(ALEMBIC_INI)
     config.attributes["connection"] = connection
     config.attributes["configure_logger"] = False  # keep the running program's logging
@@ -46,6 +67,63 @@ async def downgrade(engine: AsyncEngine, revision: str) -> None:
         await connection.run_sync(lambda sync: command.downgrade(alembic_config(sync), revision))
 
 
+def revisions(connection: Connection, config: Config) -> tuple[set[str], set[str]]:
+    """The database's current revisions and the scripts' heads."""
+    current = set(MigrationContext.configure(connection).get_current_heads())
+    return current, set(ScriptDirectory.from_config(config).get_heads())
+
+
+def upgrade_on(connection: Connection, config: Config) -> None:
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+async def migrate(settings: Settings, config: Config | None = None) -> str:
+    """The deploy step: upgrade to head on DATABASE_MIGRATION_URL (else DATABASE_URL); say what
+    was done.
+
+    It reads the current revision first and returns at once when that is head, taking no
+    lock, so replicas that start together never queue for nothing. Otherwise every statement
+    waits at most DATABASE_MIGRATION_LOCK_TIMEOUT seconds for a lock; a migration that timed
+    out (it rolled back whole) tries again, DATABASE_MIGRATION_RETRIES times at most, after
+    a pause that grows, and then raises the lock timeout's DBAPIError.
+    """
+    config = config or alembic_config()
+    config.attributes["lock_timeout"] = settings.database_migration_lock_timeout
+    from .database import create_engine  # here: importing `database` builds the app's engine
+
+    engine = create_engine(settings.for_migrations(), poolclass=NullPool)
+    try:
+        for attempt in range(settings.database_migration_retries + 1):
+            # Its own connection: reading the revision opens a transaction, which alembic
+            # would take for the caller's and never commit.
+            async with engine.connect() as connection:
+                current, heads = await connection.run_sync(revisions, config)
+            if current == heads:
+                return f"already at head ({', '.join(sorted(heads))}): nothing to do"
+            try:
+                async with engine.connect() as connection:
+                    await connection.run_sync(upgrade_on, config)
+            except DBAPIError as error:
+                if sqlstate(error) != LOCK_NOT_AVAILABLE:
+                    raise
+                if attempt == settings.database_migration_retries:
+                    raise
+                pause = min(2.0**attempt, 30.0)
+                print(
+                    f"migration waited {settings.database_migration_lock_timeout:g} s for a "
+                    f"lock and gave up (attempt {attempt + 1}); trying again in {pause:g} s",
+                    file=sys.stderr,
+                )
+                await asyncio.sleep(pause)
+                continue
+            before = ", ".join(sorted(current)) or "an empty database"
+            return f"upgraded {before} to head ({', '.join(sorted(heads))})"
+        raise AssertionError("unreachable")  # the loop returns or raises
+    finally:
+        await engine.dispose()
+
+
 def format_revision(path: str) -> str:
     """Fix and format a new revision file with ruff, if installed; say what was done."""
     if importlib.util.find_spec("ruff") is None:
@@ -56,5 +134,29 @@ def format_revision(path: str) -> str:
     return f"{path} formatted with ruff"
 
 
+def main(arguments: list[str]) -> int:
+    """`upgrade`: the deploy step (see `migrate`); a revision file: alembic's post-write hook."""
+    if arguments != ["upgrade"]:
+        if len(arguments) != 1 or not arguments[0].endswith(".py"):
+            print(f"usage: python -m {__package__}.migrations upgrade", file=sys.stderr)
+            return 2
+        print(format_revision(arguments[0]))
+        return 0
+    try:
+        settings = get_settings()
+    except ValidationError as error:
+        print(invalid_settings(error), file=sys.stderr)
+        return 2
+    url = settings.for_migrations().database_url_object
+    try:
+        print(asyncio.run(migrate(settings)))
+    except (DBAPIError, OSError) as error:
+        # The URL's repr masks the password; the driver's own message never contains it.
+        reason = error.orig if isinstance(error, DBAPIError) else error
+        print(f"error: cannot migrate {url!r}: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    print(format_revision(sys.argv[1]))
+    sys.exit(main(sys.argv[1:]))

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr, field_validator
+from pydantic import SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -235,10 +235,19 @@ class Settings(BaseSettings):
     # Seconds a ping may take before its connection is replaced.
     database_pool_ping_timeout: float = 5.0
     # Seconds a statement may wait for the server before it fails (0: forever), so a peer
-    # that vanished silently costs one bounded failure, never a hang.
-    database_command_timeout: float = 60.0
+    # that vanished silently costs one bounded failure, never a hang. 15: a request's
+    # statement ends within the web service's shutdown grace period (serve.py, README).
+    database_command_timeout: float = 15.0
     # PgBouncer in transaction mode: no prepared-statement cache (sqlalchemy#6467).
     database_pgbouncer: bool = False
+    # The direct URL for migrations (a provider's non-pooled endpoint; the server behind
+    # PgBouncer); unset: DATABASE_URL. DATABASE_PGBOUNCER describes DATABASE_URL only.
+    database_migration_url: SecretStr | None = None
+    # Seconds a migration waits for a table lock before giving up (its `lock_timeout`): the
+    # application's queries queue behind a waiting ALTER TABLE, so never wait for long.
+    database_migration_lock_timeout: float = 5.0
+    # How often `python -m <package>.migrations upgrade` tries again after a lock timeout.
+    database_migration_retries: int = 3
     # A replica (hot standby) for get_read_session(), in any form DATABASE_URL takes; unset or
     # empty: reads run on the primary, with no second engine or pool (README, "Scaling past
     # one server").
@@ -253,16 +262,27 @@ class Settings(BaseSettings):
         to_async_url(value.get_secret_value())  # refused now, not on the first connection
         return value
 
-    @field_validator("database_read_url")
+    @field_validator("database_migration_url", "database_read_url")
     @classmethod
-    def _check_database_read_url(cls, value: SecretStr | None) -> SecretStr | None:
+    def _check_other_url(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """Checked as DATABASE_URL is, the error naming its own variable; empty: unset."""
         if value is None or not value.get_secret_value():
             return None
         try:
             to_async_url(value.get_secret_value())
-        except ValueError as error:  # the same checks, naming the variable that is wrong
-            raise ValueError(str(error).replace("DATABASE_URL", "DATABASE_READ_URL")) from None
+        except ValueError as error:
+            variable = (info.field_name or "").upper()
+            raise ValueError(str(error).replace("DATABASE_URL", variable)) from None
         return value
+
+    def for_migrations(self) -> "Settings":
+        """These settings with DATABASE_MIGRATION_URL as the URL, when it is set: a direct
+        connection, so without PgBouncer's transaction-mode workarounds."""
+        if self.database_migration_url is None:
+            return self
+        values = {name: getattr(self, name) for name in type(self).model_fields}
+        values |= {"database_url": self.database_migration_url, "database_pgbouncer": False}
+        return type(self).model_validate(values)
 
     @property
     def database_url_object(self) -> URL:
@@ -279,3 +299,9 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read once."""
     return Settings()  # type: ignore[call-arg]  # fields come from the environment
+
+
+def invalid_settings(error: ValidationError) -> str:
+    """One line for the command line: each invalid setting by its variable, and why."""
+    problems = "; ".join(f"{str(p['loc'][0]).upper()}: {p['msg']}" for p in error.errors())
+    return f"error: invalid settings: {problems}"

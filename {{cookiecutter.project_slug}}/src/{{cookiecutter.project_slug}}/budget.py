@@ -1,0 +1,64 @@
+"""The connection budget: do this service's pools fit the server's `max_connections`?"""
+
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .settings import Settings
+
+# Connection slots no ordinary role may take: superuser_reserved_connections, and from
+# PostgreSQL 16 on reserved_connections (for pg_use_reserved_connections); missing_ok
+# (the `true`) gives NULL on older servers.
+SERVER_LIMITS = text(
+    "SELECT current_setting('max_connections')::int,"
+    " current_setting('superuser_reserved_connections')::int,"
+    " coalesce(current_setting('reserved_connections', true), '0')::int"
+)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What `processes` pools may open against what the server lets ordinary roles open."""
+
+    processes: int
+    per_process: int  # pool size + max overflow
+    max_connections: int
+    reserved: int
+
+    @property
+    def needed(self) -> int:
+        return self.processes * self.per_process
+
+    @property
+    def available(self) -> int:
+        return self.max_connections - self.reserved
+
+    @property
+    def holds(self) -> bool:
+        return self.needed <= self.available
+
+    def warning(self) -> str:
+        """One line: the numbers, and the ways out."""
+        return (
+            f"connection budget exceeded: {self.processes} process(es) x {self.per_process} "
+            f"connections (DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW) = {self.needed}, but the "
+            f"server allows {self.available} (max_connections {self.max_connections} - "
+            f"{self.reserved} reserved), shared with every other client: under load, "
+            f"connections will be refused. Lower DATABASE_POOL_SIZE / DATABASE_MAX_OVERFLOW "
+            f"to fit {self.available // self.processes} per process, run fewer processes, "
+            f"raise max_connections, or put PgBouncer in front (DATABASE_PGBOUNCER=true)"
+        )
+
+
+async def connection_budget(engine: AsyncEngine, settings: Settings, processes: int) -> Budget:
+    """The budget of `processes` processes with `settings`' pools on `engine`'s server."""
+    async with engine.connect() as connection:
+        limits = (await connection.execute(SERVER_LIMITS)).one()
+    max_connections, superuser_reserved, reserved = limits
+    return Budget(
+        processes=processes,
+        per_process=settings.database_pool_size + settings.database_max_overflow,
+        max_connections=max_connections,
+        reserved=superuser_reserved + reserved,
+    )

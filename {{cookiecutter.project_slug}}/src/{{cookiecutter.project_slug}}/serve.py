@@ -1,0 +1,144 @@
+"""`python -m <package>.serve`: the web service in production, draining on SIGTERM.
+
+uvicorn alone stops listening the moment SIGTERM arrives, while the load balancer still
+believes the instance ready and sends it new requests, which are refused. Here SIGTERM
+first turns `/ready` to 503 and keeps serving for SHUTDOWN_DRAIN_SECONDS (long enough for
+the probes to notice), then uvicorn stops listening and gives the requests in flight
+SHUTDOWN_GRACE_SECONDS to finish; the lifespan then disposes of the pool. A second SIGTERM,
+or Ctrl+C, skips the drain. The two together stay below the orchestrator's grace period
+(Kubernetes' terminationGracePeriodSeconds, compose's stop_grace_period): README.
+
+One process: run more replicas rather than workers, each with its own drain. At startup it
+checks the connection budget of WEB_CONCURRENCY processes (default 1; set it to all the
+processes that share the server, replicas x workers) and warns once when it does not hold.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from types import FrameType
+
+import uvicorn
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .budget import connection_budget
+from .client_limits import with_request_timeout
+from .database import create_engine
+from .settings import invalid_settings
+from .web import WebSettings, create_app
+
+logger = logging.getLogger("uvicorn.error")  # configured by uvicorn: one log for all
+
+
+class ServeSettings(WebSettings):
+    """The web service's settings, plus its shutdown timing (seconds)."""
+
+    # /ready answers 503 this long while requests are still served: a readiness probe
+    # every 2 s (README) with failureThreshold 1 notices within it.
+    shutdown_drain_seconds: float = 5.0
+    # Then requests in flight get this long to finish; longer ones are cancelled. Keep
+    # drain + grace below the orchestrator's grace period (30 s by default), and
+    # DATABASE_COMMAND_TIMEOUT (15 s) below the grace.
+    shutdown_grace_seconds: int = 20
+
+
+class Draining:
+    """The app, but `/ready` answers 503 once `draining` is set."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.draining = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.draining and scope["type"] == "http" and scope["path"] == "/ready":
+            response = JSONResponse({"detail": "shutting down"}, status_code=503)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server; SIGTERM sets `app.draining` and stops listening `drain` s later."""
+
+    def __init__(self, config: uvicorn.Config, app: Draining, drain: float) -> None:
+        super().__init__(config)
+        self.app = app
+        self.drain = drain
+        self.drain_ends: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGTERM and self.drain_ends is None and self.drain > 0:
+            self.app.draining = True
+            self.drain_ends = time.monotonic() + self.drain
+            logger.info("SIGTERM: /ready answers 503; draining for %g s", self.drain)
+            return
+        super().handle_exit(sig, frame)  # Ctrl+C, a second SIGTERM: as uvicorn
+
+    async def on_tick(self, counter: int) -> bool:
+        # Runs every 0.1 s in uvicorn's main loop: end the drain there, not in the handler.
+        if self.drain_ends is not None and time.monotonic() >= self.drain_ends:
+            self.drain_ends = None
+            super().handle_exit(signal.SIGTERM, None)  # now uvicorn stops listening
+        return await super().on_tick(counter)
+
+
+def check_budget(settings: ServeSettings, processes: int) -> None:
+    """Warn once when `processes` pools may open more connections than the server allows."""
+    if settings.database_pgbouncer:
+        return  # PgBouncer's own pool size is the budget there
+    engine = create_engine(settings, poolclass=NullPool)
+
+    async def measure() -> None:
+        try:
+            async with asyncio.timeout(settings.ready_timeout):
+                budget = await connection_budget(engine, settings, processes)
+        except (SQLAlchemyError, OSError, TimeoutError) as error:
+            logger.warning("connection budget not checked: %s", type(error).__name__)
+            return
+        finally:
+            await engine.dispose()
+        if not budget.holds:
+            logger.warning(budget.warning())
+
+    asyncio.run(measure())
+
+
+def main(arguments: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m {__package__}.serve", description=__doc__)
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (0.0.0.0)")
+    parser.add_argument("--port", type=int, default=8000, help="port (8000)")
+    options = parser.parse_args(arguments)
+    try:
+        settings = ServeSettings()  # type: ignore[call-arg]  # from the environment
+    except ValidationError as error:
+        print(invalid_settings(error), file=sys.stderr)
+        return 2
+    app = Draining(create_app(settings))
+    config = uvicorn.Config(
+        app,
+        host=options.host,
+        port=options.port,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        # A client that has not sent its whole request within REQUEST_TIMEOUT is cut off.
+        http=with_request_timeout(settings.request_timeout),
+        # Behind the orchestrator's proxy: trust X-Forwarded-* from FORWARDED_ALLOW_IPS.
+        proxy_headers=True,
+    )
+    check_budget(settings, int(os.environ.get("WEB_CONCURRENCY") or 1))
+    # uvicorn raises Ctrl+C's SIGINT again once it has stopped: not an error here.
+    with contextlib.suppress(KeyboardInterrupt):
+        DrainingServer(config, app, settings.shutdown_drain_seconds).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

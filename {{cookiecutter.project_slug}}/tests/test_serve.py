@@ -1,0 +1,125 @@
+"""`python -m <package>.serve` in a process of its own: the drain on SIGTERM, the budget."""
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+from sqlalchemy import URL, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .server_state import count_tutorials
+from .servers import PROJECT_ROOT, SMALL_SERVER, free_port, running_server
+
+
+class Serving:
+    """A started `serve` process, its base URL, and what it logged so far."""
+
+    def __init__(self, process: asyncio.subprocess.Process, base_url: str) -> None:
+        self.process = process
+        self.base_url = base_url
+        self.lines: list[str] = []
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    async def read_log(self) -> None:
+        assert self.process.stderr is not None
+        async for line in self.process.stderr:
+            self.lines.append(line.decode())
+
+
+@asynccontextmanager
+async def serve(**environment: str) -> AsyncIterator[Serving]:
+    """`python -m <package>.serve` on a free port with `environment`, until it started; then
+    yields, and stops it (if still running) when the block ends."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "{{ cookiecutter.project_slug }}.serve", "--host", "127.0.0.1"),
+        *("--port", str(port)),
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **environment},
+        stderr=asyncio.subprocess.PIPE,
+    )
+    serving = Serving(process, f"http://127.0.0.1:{port}")
+    reader = asyncio.create_task(serving.read_log())
+    try:
+        for _ in range(300):  # 30 s at most
+            if "Uvicorn running" in serving.log:
+                break
+            assert process.returncode is None, serving.log
+            await asyncio.sleep(0.1)
+        yield serving
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)  # no drain
+        await asyncio.wait_for(process.wait(), timeout=30)
+        await reader
+
+
+@pytest.mark.commits
+async def test_sigterm_drains_then_finishes_the_requests_in_flight(engine: AsyncEngine) -> None:
+    """On SIGTERM, /ready answers 503 at once while requests are still served; then the
+    server stops listening, the request in flight completes, and the pool is disposed."""
+    environment = {"SHUTDOWN_DRAIN_SECONDS": "1.5", "SHUTDOWN_GRACE_SECONDS": "10"}
+    async with (
+        serve(**environment) as server,
+        httpx.AsyncClient(base_url=server.base_url, timeout=20) as client,
+    ):
+        assert (await client.get("/ready")).status_code == 200
+        async with engine.connect() as blocker:
+            # A slow request: its INSERT waits for this lock until we let go.
+            await blocker.execute(text("LOCK TABLE tutorials IN ACCESS EXCLUSIVE MODE"))
+            slow = asyncio.create_task(client.post("/tutorials", json={"name": "in flight"}))
+            await asyncio.sleep(0.5)
+            server.process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=5) as other:
+                draining = [(await other.get(path)).status_code for path in ("/ready", "/health")]
+            await asyncio.sleep(2)  # the drain is over: no new connection is accepted
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=5) as other:
+                with pytest.raises(httpx.ConnectError):
+                    await other.get("/health")
+            assert not slow.done()
+            await blocker.rollback()
+        assert (await asyncio.wait_for(slow, timeout=15)).status_code == 201
+        await asyncio.wait_for(server.process.wait(), timeout=15)
+    assert draining == [503, 200]
+    assert await count_tutorials(engine, "in flight") == 1
+    assert "SIGTERM: /ready answers 503; draining for 1.5 s" in server.log
+    assert "Application shutdown complete" in server.log  # the lifespan disposed of the pool
+    assert "connection budget" not in server.log  # 1 x 30 of the default 100
+    assert "Traceback" not in server.log
+
+
+@pytest.fixture(scope="module")
+def small_server() -> Iterator[URL]:
+    """A server of our own allowing 20 connections, 3 of them for superusers."""
+    with running_server("budget_tester", "budget", SMALL_SERVER) as (_, url):
+        yield url
+
+
+async def test_over_budget_serve_warns_once_with_the_fix(small_server: URL) -> None:
+    """At startup, pools that do not fit the server's connections: one warning line."""
+    url = small_server.render_as_string(hide_password=False)
+    async with serve(DATABASE_URL=url, WEB_CONCURRENCY="2") as server:
+        pass
+    warnings = [line for line in server.lines if "connection budget exceeded" in line]
+    assert len(warnings) == 1, server.log
+    assert "2 process(es) x 30 connections" in warnings[0]
+    assert "allows 17 (max_connections 20 - 3 reserved)" in warnings[0]
+
+
+def test_drain_and_grace_fit_the_orchestrators_grace_period() -> None:
+    """The defaults: drain + grace below Kubernetes' 30 s, a statement's timeout below the
+    grace, so the requests in flight end before SIGKILL."""
+    from {{ cookiecutter.project_slug }}.serve import ServeSettings
+
+    settings = ServeSettings()  # type: ignore[call-arg]  # from the environment
+    assert settings.shutdown_drain_seconds + settings.shutdown_grace_seconds < 30
+    assert settings.database_command_timeout < settings.shutdown_grace_seconds
