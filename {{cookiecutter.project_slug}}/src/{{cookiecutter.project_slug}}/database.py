@@ -196,6 +196,9 @@ async def replica_session() -> AsyncSession:
             logger.warning("reads run on the primary: the replica failed: %r", error)
         replica_down = True
         return primary_read_session_factory()
+    except BaseException:  # cancelled while connecting: the connection goes back, then on
+        await close_shielded(session)
+        raise
     if replica_down:
         logger.info("reads run on the replica again")
         replica_down = False
