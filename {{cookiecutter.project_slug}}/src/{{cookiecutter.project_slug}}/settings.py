@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr, ValidationError, field_validator
+from pydantic import SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -248,6 +248,13 @@ class Settings(BaseSettings):
     database_migration_lock_timeout: float = 5.0
     # How often `python -m <package>.migrations upgrade` tries again after a lock timeout.
     database_migration_retries: int = 3
+    # A replica (hot standby) for get_read_session(), in any form DATABASE_URL takes; unset or
+    # empty: reads run on the primary, with no second engine or pool (README, "Scaling past
+    # one server").
+    database_read_url: SecretStr | None = None
+    # Seconds a read waits for a replica connection (pool or connect) before it runs on the
+    # primary instead: a replica that is down costs each read this much at most.
+    database_read_fallback_timeout: float = 1.0
 
     @field_validator("database_url")
     @classmethod
@@ -255,16 +262,17 @@ class Settings(BaseSettings):
         to_async_url(value.get_secret_value())  # refused now, not on the first connection
         return value
 
-    @field_validator("database_migration_url")
+    @field_validator("database_migration_url", "database_read_url")
     @classmethod
-    def _check_database_migration_url(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            try:
-                to_async_url(value.get_secret_value())
-            except ValueError as error:
-                raise ValueError(
-                    str(error).replace("DATABASE_URL", "DATABASE_MIGRATION_URL")
-                ) from None
+    def _check_other_url(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """Checked as DATABASE_URL is, the error naming its own variable; empty: unset."""
+        if value is None or not value.get_secret_value():
+            return None
+        try:
+            to_async_url(value.get_secret_value())
+        except ValueError as error:
+            variable = (info.field_name or "").upper()
+            raise ValueError(str(error).replace("DATABASE_URL", variable)) from None
         return value
 
     def for_migrations(self) -> "Settings":
