@@ -13,8 +13,11 @@ itself allows, beside what the project makes of it. For each variant the table s
 rows/s over its slices in all rounds, its ratio to raw asyncpg, and what each save cost: round
 trips (requests written to the database sockets), connections opened, and client CPU. With
 pgbouncer installed, a second table compares sessions through PgBouncer with a client-side pool
-and without one (the template's PgBouncer mode before issue #13). The exit code is 1 when a
-printed target is missed.
+and without one (the template's PgBouncer mode before issue #13). A third table reads single
+rows by primary key on a primary and a streaming standby of the benchmark's own: get_session()
+and get_read_session() on the primary (no read URL: the same pool), get_read_session() on the
+standby (DATABASE_READ_URL), and raw asyncpg. The exit code is 1 when a printed target is
+missed.
 """
 
 import argparse
@@ -45,6 +48,9 @@ from sqlalchemy.pool import NullPool
 # Concurrency: (slices per variant and round, saves per slice).
 SINGLE = {1: (6, 50), 20: (5, 200), 200: (3, 400)}
 BOUNCED = {1: (4, 40), 20: (3, 150)}
+READS = {1: (6, 200), 20: (5, 1000)}
+READ_ROWS = 1000  # rows to read by primary key, on the primary and its standby
+RAW_READ = "reads: raw asyncpg, primary"
 BULK_ROWS = 50_000
 BULK_REPEATS = 2  # bulk saves per variant per round, the variants taking turns
 RAW = "raw asyncpg, transaction per save"
@@ -349,12 +355,13 @@ async def benchmark(package: str, rounds: int) -> int:
             await interleaved(bulk, {1: (BULK_REPEATS, 1)}, round_number, results)
             print(f"round {round_number + 1}/{rounds} done", file=sys.stderr)
         bounced = await bench_pgbouncer(variants, settings_module, url, limits, rounds, results)
+        reads = await bench_reads(variants, settings_module, rounds, results)
     finally:
         await set_synchronous_commit(raw_dsn(url), "DEFAULT")
         await raw_pool.close()
         await variants.database.dispose()
         await variants.stock_engine.dispose()
-    return report(results, rounds, server, settings, [*single, *bounced], list(bulk))
+    return report(results, rounds, server, settings, [*single, *bounced], list(bulk), reads)
 
 
 async def bench_pgbouncer(
@@ -390,6 +397,74 @@ async def bench_pgbouncer(
         return list(operations)
 
 
+async def bench_reads(
+    variants: Variants, settings_module: ModuleType, rounds: int, results: Results
+) -> list[str]:
+    """Primary-key reads on a primary and its streaming standby, both the benchmark's own
+    (tests/servers.py); the names of the variants."""
+    servers = load_servers_module()
+    database = variants.database
+    with (
+        servers.running_server("bench_reads", "reads") as (primary, url),
+        servers.running_standby(primary, url) as (_, standby_url),
+    ):
+        settings = settings_module.Settings(
+            database_url=SecretStr(url.render_as_string(hide_password=False)),
+            database_read_url=SecretStr(standby_url.render_as_string(hide_password=False)),
+        )
+        engine, standby = database.create_engine(settings), database.create_read_engine(settings)
+        await importlib.import_module(f"{database.__package__}.migrations").upgrade(engine)
+        raw_pool = await asyncpg.create_pool(raw_dsn(url), min_size=20, max_size=20)
+        await raw_pool.execute(
+            "INSERT INTO tutorials (name) SELECT 'read ' || n FROM generate_series(1, $1) n",
+            READ_ROWS,
+        )
+        for _ in range(100):  # the standby replays the rows within milliseconds
+            async with standby.connect() as connection:
+                if await connection.scalar(text("SELECT count(*) FROM tutorials")) == READ_ROWS:
+                    break
+            await asyncio.sleep(0.1)
+        on_primary = database.read_only_sessions(engine)
+        routes = {  # get_read_session()'s two factories, as the module sets them
+            "reads: get_session, primary": (on_primary, on_primary),
+            "reads: get_read_session, primary": (on_primary, on_primary),
+            "reads: get_read_session, standby": (on_primary, database.read_only_sessions(standby)),
+        }
+        saved = (database.session_factory, database.primary_read_session_factory)
+        saved_reads = database.read_session_factory
+        database.session_factory = async_sessionmaker(engine, expire_on_commit=False)
+
+        def reading(name: str) -> Operation:
+            get = database.get_session if "get_session" in name else database.get_read_session
+
+            async def read(number: int) -> None:
+                database.primary_read_session_factory, database.read_session_factory = routes[name]
+                async with get() as session:
+                    await session.get(variants.tutorial, number % READ_ROWS + 1)
+
+            return read
+
+        async def raw_read(number: int) -> None:
+            await raw_pool.fetchrow(
+                "SELECT * FROM tutorials WHERE tutorial_id = $1", number % READ_ROWS + 1
+            )
+
+        operations = {name: reading(name) for name in routes} | {RAW_READ: raw_read}
+        try:
+            for operation in operations.values():
+                await Totals().run(operation, 200, 20)
+            for round_number in range(rounds):
+                await interleaved(operations, READS, round_number, results)
+                print(f"reads round {round_number + 1}/{rounds} done", file=sys.stderr)
+        finally:
+            database.session_factory, database.primary_read_session_factory = saved
+            database.read_session_factory = saved_reads
+            await raw_pool.close()
+            await engine.dispose()
+            await standby.dispose()
+        return list(operations)
+
+
 def rows(results: Results, names: list[str]) -> Iterator[str]:
     for name in names:
         for key in sorted(
@@ -400,6 +475,8 @@ def rows(results: Results, names: list[str]) -> Iterator[str]:
             raw = f"{RAW}, c={concurrency}"
             if name.startswith("PgBouncer"):
                 raw = f"PgBouncer: raw asyncpg, c={concurrency}"
+            if name.startswith("reads"):
+                raw = f"{RAW_READ}, c={concurrency}"
             trips, connections, cpu = results.per_save(key)
             yield (
                 f"| {name} | {concurrency} | {results.rate(key):,.0f} "
@@ -415,6 +492,7 @@ def report(
     settings: Any,
     single: list[str],
     bulk: list[str],
+    reads: list[str],
 ) -> int:
     print(
         f"Python {platform.python_version()}, SQLAlchemy {sqlalchemy.__version__}, "
@@ -439,6 +517,12 @@ def report(
         rate = results.rate(f"{name}, c=1", BULK_ROWS)
         cpu = results.per_save(f"{name}, c=1")[2] / BULK_ROWS
         print(f"| {name} | | {rate:,.0f} | {rate / copy:.2f} | | | {cpu:.2f} |")
+    print(
+        "\n| reads by primary key | concurrency | rows/s | ratio to raw asyncpg (primary) "
+        "| round trips / read | connections opened / 1,000 reads | client CPU µs / read |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("\n".join(rows(results, reads)))
     print()
     failures = 0
     for variant, reference, minimum in TARGETS:

@@ -45,11 +45,14 @@ def run(
     *command: str,
     check: bool = True,
     venv: Path | None = None,
+    timeout: float | None = None,
     **env_overrides: str,
 ) -> subprocess.CompletedProcess[str]:
     """Run a command of the project's venv (or `venv`) in the project (see `project_env`)."""
     env = project_env(project, venv) | env_overrides
-    result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        command, cwd=project, env=env, capture_output=True, text=True, timeout=timeout
+    )
     if check and result.returncode != 0:
         pytest.fail(
             f"{' '.join(command)} exited {result.returncode}:\n{result.stdout}{result.stderr}"

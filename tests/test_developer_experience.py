@@ -73,9 +73,10 @@ def stop_and_remove(project: Path, scratch: Path) -> None:
     """Stop the project's server, then remove `scratch` (holding the project) and the data,
     which may live outside it."""
     run(project, "make", "db-stop", check=False, PATH=PLAIN_PATH)
-    data = (project / ".postgres").resolve()
+    data = [(project / name).resolve() for name in (".postgres", ".postgres-standby")]
     shutil.rmtree(scratch, ignore_errors=True)
-    shutil.rmtree(data, ignore_errors=True)
+    for path in data:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -123,6 +124,27 @@ def test_make_runs_the_whole_loop_on_a_local_server(git_url_project: Path) -> No
     assert "not running" in make(project, "db-stop")
     assert "started" in make(project, "db")  # the same data, started again
     make(project, "db-stop")
+
+
+def test_make_db_standby_starts_a_streaming_standby(local_project: Path) -> None:
+    """`make db-standby` starts `make db`'s server and a hot standby of it on
+    DATABASE_READ_URL's port, which replays what the primary writes; idempotent; `make
+    db-stop` stops both."""
+    url = read_env(local_project)["DATABASE_URL"]
+    read_url = url.replace(f":{urlsplit(url).port}/", f":{free_port()}/")
+    with (local_project / ".env").open("a", encoding="utf-8") as env:
+        env.write(f"DATABASE_READ_URL='{read_url}'\n")
+    assert "Standby started" in make(local_project, "db-standby")
+    assert "standby is already running" in make(local_project, "db-standby")
+    query(local_project, url, "create table replicated (n int); insert into replicated values (7)")
+    for _ in range(50):  # replayed within milliseconds, usually
+        if query(local_project, read_url, "select to_regclass('replicated') is not null") == "t":
+            break
+        time.sleep(0.1)
+    assert query(local_project, read_url, "select pg_is_in_recovery(), n from replicated") == "t|7"
+    stopped = make(local_project, "db-stop")
+    assert "Standby stopped" in stopped
+    assert "PostgreSQL stopped" in stopped
 
 
 def with_mounts(mounts: dict[Path, Path], *command: str) -> tuple[str, ...]:
@@ -312,7 +334,9 @@ def test_a_server_takes_extra_settings() -> None:
 def test_make_alone_lists_every_task(baked: Path) -> None:
     """`make` with no target is `make help`, one line per task."""
     listed = [line.split()[1] for line in make(baked).splitlines()]
-    assert listed == ["help", "install", "db", "db-stop", "migrate", "test", "lint", "fmt"]
+    assert listed == [
+        *("help", "install", "db", "db-standby", "db-stop", "migrate", "test", "lint", "fmt")
+    ]
 
 
 @pytest.fixture

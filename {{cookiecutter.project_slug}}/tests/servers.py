@@ -118,7 +118,28 @@ def running_server(
                 ),
             )
         finally:
-            server.stop()
+            if server.running():  # a test may have stopped it (a failover)
+                server.stop()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextmanager
+def running_standby(
+    primary: Any, url: URL, settings: Mapping[str, str] | None = None
+) -> Iterator[tuple[Any, URL]]:
+    """A streaming standby of the running `primary` (`url`: its superuser's), started with
+    `settings` on a port of its own; yields it and its URL, then stops it."""
+    scratch = scratch_directory()
+    standby = load_local_postgres().Server(primary.bindir, scratch / "cluster", free_port())
+    try:
+        standby.init_standby(primary, url.username, url.password)
+        standby.start(settings)
+        try:
+            yield standby, url.set(port=standby.port)
+        finally:
+            if standby.running():
+                standby.stop()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -23,7 +23,7 @@ from {{ cookiecutter.project_slug }}.migrations import (
     upgrade,
 )
 
-from .servers import PROJECT_ROOT, finished, start_alembic
+from .servers import PROJECT_ROOT, finished, free_port, start_alembic
 
 
 async def table_names(engine: AsyncEngine) -> set[str]:
@@ -88,6 +88,15 @@ async def test_concurrent_upgrades_queue_instead_of_racing(empty_engine: AsyncEn
     processes = [await start_alembic(empty_engine.url, "upgrade", "head") for _ in range(4)]
     results = [await finished(process) for process in processes]
     assert [code for code, _ in results] == [0, 0, 0, 0], results
+    assert await current_revisions(empty_engine) == [head()]
+
+
+async def test_migrations_never_use_the_read_url(empty_engine: AsyncEngine) -> None:
+    """With DATABASE_READ_URL naming a server that is not there, alembic migrates the primary."""
+    nowhere = empty_engine.url.set(host="127.0.0.1", port=free_port())
+    read_url = nowhere.render_as_string(hide_password=False)
+    process = await start_alembic(empty_engine.url, "upgrade", "head", DATABASE_READ_URL=read_url)
+    assert (await finished(process))[0] == 0
     assert await current_revisions(empty_engine) == [head()]
 
 

@@ -131,6 +131,16 @@ def test_bad_urls_get_an_error_naming_the_variable(
     assert PASSWORD_IN_URL not in str(error.value)
 
 
+def test_a_bad_read_url_is_named_and_an_empty_one_is_unset() -> None:
+    """DATABASE_READ_URL gets DATABASE_URL's checks, its errors naming it; empty is unset."""
+    primary = "postgres://u:pw@primary/app"
+    with pytest.raises(ValidationError, match="DATABASE_READ_URL has the parameter 'x'"):
+        Settings.model_validate({"database_url": primary, "database_read_url": primary + "?x=1"})
+    assert Settings.model_validate({"database_url": primary, "database_read_url": ""}) == (
+        Settings.model_validate({"database_url": primary, "database_read_url": None})
+    )
+
+
 def test_python_m_names_an_unsupported_parameter_in_one_line() -> None:
     """`python -m <package>` with an unsupported URL parameter: one line, exit 2, no password."""
     raw = f"postgres://u:{PASSWORD_IN_URL}@localhost/app?sslmode=require&keepalives_idle=30"

@@ -17,11 +17,12 @@ from sqlalchemy.pool import NullPool
 
 from {{ cookiecutter.project_slug }} import database
 from {{ cookiecutter.project_slug }}.repository import save_tutorial
-from {{ cookiecutter.project_slug }}.web import Session, create_app
+from {{ cookiecutter.project_slug }}.web import ReadSession, Session, create_app
 
 from .conftest import settings_for
 from .server_state import count_tutorials
 from .servers import free_port
+from .test_replicas import Pair, pair, replayed, route  # noqa: F401  (fixtures: pair, route)
 from .test_resilience import SilentProxy
 
 ROUTES = {
@@ -51,6 +52,10 @@ def add_failing_routes(app: FastAPI) -> None:
     async def write_then_fail_on_a_file(session: Session) -> None:
         await save_tutorial(session, "written, then failed on a file")
         open("/nonexistent/report.txt").close()  # noqa: ASYNC230
+
+    @app.get("/write-in-a-read-session")
+    async def write_in_a_read_session(session: ReadSession) -> None:
+        await save_tutorial(session, "written in a read session")
 
     @app.post("/write-then-swallow")
     async def write_then_swallow(session: Session) -> None:
@@ -443,3 +448,40 @@ async def test_a_failing_commit_is_a_5xx_and_stores_nothing(
     assert await count_tutorials(engine, failing_commit) == 0
     assert (await client.post("/tutorials", json={"name": "fine"})).status_code == 201
     assert await count_tutorials(engine, "fine") == 1
+
+
+@pytest.mark.commits
+async def test_get_routes_read_on_the_standby(
+    pair: Pair,  # noqa: F811  (the fixture)
+    route: Callable[..., None],  # noqa: F811
+    client: AsyncClient,
+) -> None:
+    """POST writes on the primary; once the standby replayed it, GET routes read it there."""
+    route(pair.url, pair.standby_url)
+    created = await client.post("/tutorials", json={"name": "replicated"})
+    assert created.status_code == 201
+    await replayed(pair)
+    assert (await client.get(created.headers["location"])).json() == created.json()
+    assert (await client.get("/tutorials")).status_code == 200
+    assert database.read_engine is not None
+    assert database.read_engine.pool.checkedin() == 1  # type: ignore[attr-defined]  # QueuePool
+
+
+@pytest.mark.commits
+async def test_a_write_on_a_read_only_server_is_503(
+    pair: Pair,  # noqa: F811  (the fixture)
+    route: Callable[..., None],  # noqa: F811
+    client: AsyncClient,
+) -> None:
+    """A write that reaches a read-only server (a demoted primary) answers 503 with
+    Retry-After, never 500."""
+    route(pair.standby_url)  # as DATABASE_URL: what a failover leaves behind a stale name
+    response = await client.post("/tutorials", json={"name": "refused"})
+    assert (response.status_code, response.headers.get("retry-after")) == (503, "1")
+
+
+async def test_a_write_in_a_get_routes_read_session_is_500(client: AsyncClient) -> None:
+    """A GET route that writes is a bug, not an outage: 500 (never 503 "retry"), nothing kept."""
+    assert (await client.get("/write-in-a-read-session")).status_code == 500
+    async with database.get_session() as session:
+        assert await count_tutorials(session, "written in a read session") == 0

@@ -6,6 +6,7 @@ cannot be reached or does not answer is a SQLAlchemy error like every other data
 
 import math
 import time
+from contextvars import ContextVar
 from typing import Any
 from weakref import WeakSet
 
@@ -23,6 +24,9 @@ from .settings import Settings
 
 # SQLSTATE in_failed_sql_transaction: "current transaction is aborted".
 IN_FAILED_SQL_TRANSACTION = "25P02"
+# SQLSTATE read_only_sql_transaction: a write in a read-only transaction, which on a
+# connection of the primary's engine means the server became read-only (demoted, fenced).
+READ_ONLY_SQL_TRANSACTION = "25006"
 # Set in a pooled connection's info when it goes back to the pool: how long it sat idle.
 CHECKED_IN_AT = "checked_in_at"
 # The idle ping: a real query, one round trip in the simple protocol (no prepared statement,
@@ -145,9 +149,23 @@ def discard_timed_out(context: ExceptionContext) -> StatementTimeoutError | None
     return None
 
 
+# True inside get_read_session(): there a 25006 is the caller's write, not a demoted server.
+in_read_session: ContextVar[bool] = ContextVar("in_read_session", default=False)
+
+
+def discard_read_only(context: ExceptionContext) -> None:
+    """A write was refused as read-only outside get_read_session(): the server was demoted or
+    fenced (a failover), so the connection is discarded, and the pool connects anew, where a
+    host list with target_session_attrs=read-write finds the new primary."""
+    refused = getattr(context.original_exception, "sqlstate", None) == READ_ONLY_SQL_TRANSACTION
+    if refused and not in_read_session.get():
+        context.is_disconnect = True
+
+
 def watch(engine: AsyncEngine, settings: Settings) -> AsyncEngine:
     """Register all of the above on `engine`."""
     event.listen(engine.sync_engine, "handle_error", discard_timed_out)
+    event.listen(engine.sync_engine, "handle_error", discard_read_only)
     event.listen(engine.sync_engine, "handle_error", mark_aborted)
     logs.log_slow_statements(engine, settings.database_slow_statement_ms)
     return check_pooled_connections(engine, settings)

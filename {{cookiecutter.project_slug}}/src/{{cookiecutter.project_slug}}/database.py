@@ -1,5 +1,7 @@
-"""One engine, one session factory, and `get_session()`."""
+"""One engine, one session factory, and `get_session()`; `get_read_session()` for reads, on a
+replica when DATABASE_READ_URL names one."""
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,6 +20,8 @@ from sqlalchemy.pool import NullPool
 from . import connections
 from .settings import Settings, get_settings
 
+logger = logging.getLogger(__name__)
+
 ABORTED_MESSAGE = (
     "A statement in this get_session() block failed and was caught, which aborted the "
     "transaction: nothing was committed. Run statements that may fail inside "
@@ -28,6 +32,11 @@ ABORTED_MESSAGE = (
 # What pg_stat_activity shows for our connections, unless the URL names another
 # (`?application_name=`): the package's name.
 APPLICATION_NAME = __package__ or __name__.partition(".")[0]
+
+
+class WriteInReadSessionError(SQLAlchemyError):
+    """A statement in a `get_read_session()` block tried to write (SQLSTATE 25006): writes
+    need `get_session()`."""
 
 
 class TransactionAbortedError(SQLAlchemyError):
@@ -92,6 +101,36 @@ engine = create_engine(get_settings())
 session_factory = async_sessionmaker(engine, expire_on_commit=False)
 
 
+def create_read_engine(settings: Settings) -> AsyncEngine | None:
+    """The replica's engine, or None when DATABASE_READ_URL is unset. Its pool waits and its
+    connects give up after `database_read_fallback_timeout`, so a replica that is down sends
+    reads to the primary quickly (the read URL's own connect_timeout gives way to it)."""
+    if settings.database_read_url is None:
+        return None
+    timeout = settings.database_read_fallback_timeout
+    replica = settings.model_copy(update={"database_url": settings.database_read_url})
+    return create_engine(replica, pool_timeout=timeout, connect_args={"timeout": timeout})
+
+
+def read_only_sessions(bind: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions in read-only transactions on `bind`'s pool."""
+    # postgresql_readonly: asyncpg begins each transaction as BEGIN READ ONLY, the statement it
+    # sends anyway, so read-only costs no round trip; PostgreSQL refuses writes (25006).
+    return async_sessionmaker(
+        bind.execution_options(postgresql_readonly=True), expire_on_commit=False
+    )
+
+
+# Without a read URL, reads use the primary's pool: no second engine or pool.
+read_engine = create_read_engine(get_settings())
+primary_read_session_factory = read_only_sessions(engine)
+read_session_factory = (
+    primary_read_session_factory if read_engine is None else read_only_sessions(read_engine)
+)
+# Whether the replica failed to serve the last read: one warning per outage, not per read.
+replica_down = False
+
+
 def commit_then_close(session: Session) -> None:
     session.commit()
     session.close()  # no IO after a commit: it only lets go of the objects
@@ -143,6 +182,57 @@ async def get_session() -> AsyncIterator[AsyncSession]:
         raise
 
 
+async def replica_session() -> AsyncSession:
+    """A read-only session holding a replica connection, else one on the primary (fallback)."""
+    global replica_down
+    session = read_session_factory()
+    if read_session_factory is primary_read_session_factory:
+        return session  # no replica configured: the connection is taken on first use
+    try:
+        await session.connection()  # within database_read_fallback_timeout, or it fails
+    except SQLAlchemyError as error:  # down, unreachable, starting up, pool exhausted
+        await close_shielded(session)
+        if not replica_down:
+            logger.warning("reads run on the primary: the replica failed: %r", error)
+        replica_down = True
+        return primary_read_session_factory()
+    except BaseException:  # cancelled while connecting: the connection goes back, then on
+        await close_shielded(session)
+        raise
+    if replica_down:
+        logger.info("reads run on the replica again")
+        replica_down = False
+    return session
+
+
+@asynccontextmanager
+async def get_read_session() -> AsyncIterator[AsyncSession]:
+    """Yield a session in a read-only transaction: on the replica of DATABASE_READ_URL, on the
+    primary when it is unset or the replica cannot give a connection in time. The transaction
+    ends when the block exits. A write in it, or an object added to it, raises
+    `WriteInReadSessionError`. A replica lags: a read right after a write may not see it;
+    read what you just wrote with `get_session()` (README, "Scaling past one server").
+    """
+    session = await replica_session()
+    token = connections.in_read_session.set(True)
+    try:
+        yield session
+        # Commits nothing, as a rollback would, at the same cost; but an object added and
+        # never flushed is refused here (SQLSTATE 25006) instead of silently dropped.
+        await session.run_sync(commit_then_close)
+    except BaseException as error:
+        await close_shielded(session)
+        if connections.sqlstate(error) != connections.READ_ONLY_SQL_TRANSACTION:
+            raise
+        raise WriteInReadSessionError(
+            "a statement in a get_read_session() block tried to write; use get_session()"
+        ) from error
+    finally:
+        connections.in_read_session.reset(token)
+
+
 async def dispose() -> None:
     """Close every pooled connection; call at shutdown (end of a script, app lifespan exit)."""
     await engine.dispose()
+    if read_engine is not None:
+        await read_engine.dispose()

@@ -255,6 +255,13 @@ class Settings(BaseSettings):
     # JSON unless stderr is a terminal. LOG_LEVEL: DEBUG, INFO, WARNING, ERROR or CRITICAL.
     log_format: Literal["auto", "text", "json"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # A replica (hot standby) for get_read_session(), in any form DATABASE_URL takes; unset or
+    # empty: reads run on the primary, with no second engine or pool (README, "Scaling past
+    # one server").
+    database_read_url: SecretStr | None = None
+    # Seconds a read waits for a replica connection (pool or connect) before it runs on the
+    # primary instead: a replica that is down costs each read this much at most.
+    database_read_fallback_timeout: float = 1.0
 
     @field_validator("database_url")
     @classmethod
@@ -269,16 +276,17 @@ class Settings(BaseSettings):
             return value
         return value.upper() if info.field_name == "log_level" else value.lower()
 
-    @field_validator("database_migration_url")
+    @field_validator("database_migration_url", "database_read_url")
     @classmethod
-    def _check_database_migration_url(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            try:
-                to_async_url(value.get_secret_value())
-            except ValueError as error:
-                raise ValueError(
-                    str(error).replace("DATABASE_URL", "DATABASE_MIGRATION_URL")
-                ) from None
+    def _check_other_url(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """Checked as DATABASE_URL is, the error naming its own variable; empty: unset."""
+        if value is None or not value.get_secret_value():
+            return None
+        try:
+            to_async_url(value.get_secret_value())
+        except ValueError as error:
+            variable = (info.field_name or "").upper()
+            raise ValueError(str(error).replace("DATABASE_URL", variable)) from None
         return value
 
     def for_migrations(self) -> "Settings":

@@ -83,6 +83,17 @@ async def session_per_request() -> AsyncIterator[AsyncSession]:
 Session = Annotated[AsyncSession, Depends(session_per_request, scope="function")]
 
 
+async def read_session_per_request() -> AsyncIterator[AsyncSession]:
+    """One `get_read_session()` per request: read-only, on the replica when there is one."""
+    async with database.get_read_session() as session:
+        yield session
+
+
+# For GET routes. A replica lags: a route that must see the request's own earlier writes
+# (read-your-writes) takes `Session`, which reads on the primary.
+ReadSession = Annotated[AsyncSession, Depends(read_session_per_request, scope="function")]
+
+
 def problem(status_code: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
 
@@ -280,7 +291,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
         response_model=TutorialRead,
         responses={404: {"model": Problem}},
     )
-    async def read_tutorial(tutorial_id: TutorialId, session: Session) -> Tutorial:
+    async def read_tutorial(tutorial_id: TutorialId, session: ReadSession) -> Tutorial:
         tutorial = await session.get(Tutorial, tutorial_id)
         if tutorial is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such tutorial")
@@ -288,7 +299,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
 
     @app.get("/tutorials", response_model=TutorialPage)
     async def list_tutorials(
-        session: Session,
+        session: ReadSession,
         after: Annotated[TutorialId | None, Query()] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = PAGE_SIZE,
     ) -> TutorialPage:
