@@ -11,6 +11,10 @@ endpoints written directly on an asyncpg pool of the service's size. A light kee
 client measures requests/s and latency for `POST /tutorials` and `GET /tutorials/{id}` at
 concurrency 1 and 64, the two servers taking turns in short slices so both see the same
 machine. The table shows medians over the rounds and the service's ratio to the floor.
+
+Then what observability costs: the service as above (no access lines, no metrics), beside
+itself with JSON access lines, with JSON lines and metrics, and with both and OpenTelemetry
+tracing into an exporter that drops the spans; a second table, ratios to the plain service.
 """
 
 import argparse
@@ -36,6 +40,14 @@ SLICES = 8  # each measurement runs in this many turns, the servers taking turns
 RAW_DSN = "BENCH_RAW_DSN"  # how the raw app learns its database
 # ... and its pool's limits, the service's own (settings: pool size, pool size + overflow).
 RAW_POOL = "BENCH_RAW_POOL"
+# The package whose service `traced_service` builds.
+PACKAGE = "BENCH_PACKAGE"
+# The service without observability: warnings only (no access line), no metrics, no tracing.
+PLAIN = {"LOG_LEVEL": "WARNING", "METRICS_ENABLED": "false"}
+# What each variant adds, side by side with the plain service. JSON lines go to /dev/null (the
+# formatting and the write are measured, not a terminal's speed).
+JSON_LINES = {"LOG_LEVEL": "INFO", "LOG_FORMAT": "json"}
+METRICS = {"METRICS_ENABLED": "true"}
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -111,6 +123,29 @@ async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
         await respond(send, 404, {"detail": "not found"})
 
 
+def traced_service() -> Any:
+    """The service with OpenTelemetry tracing on, its spans batched to an exporter that drops
+    them: the cost of tracing without a collector's (`uvicorn --factory`)."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class Dropped(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropped()))
+    trace.set_tracer_provider(provider)
+    # Tracing is configured: the service instruments itself with the provider set above.
+    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://127.0.0.1:4318"
+    return importlib.import_module(f"{os.environ[PACKAGE]}.web").app
+
+
 # The load: one keep-alive HTTP/1.1 connection per concurrent client, parsed minimally, so
 # that the client spends as little of the shared CPUs as it can.
 class Connection:
@@ -182,7 +217,8 @@ def free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def uvicorn(app: str, environment: dict[str, str]) -> AsyncIterator[int]:
-    """A one-worker uvicorn serving `app` (warnings logged only); yields its port once up."""
+    """A one-worker uvicorn serving `app` (uvicorn's warnings logged only; JSON lines go to
+    /dev/null); yields its port once up."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning"),
@@ -190,7 +226,9 @@ async def uvicorn(app: str, environment: dict[str, str]) -> AsyncIterator[int]:
         str(Path(__file__).parent),
         # Keep a server's idle connections open while the other server takes its turn.
         *("--timeout-keep-alive", "3600"),
+        *(["--factory"] if app.endswith(":traced_service") else []),
         env=environment,
+        stderr=asyncio.subprocess.DEVNULL if environment.get("LOG_FORMAT") == "json" else None,
     )
     try:
         for _ in range(300):
@@ -220,26 +258,44 @@ async def benchmark(package: str, rounds: int) -> None:
         **os.environ,
         RAW_DSN: dsn.render_as_string(hide_password=False),
         RAW_POOL: ",".join(map(str, limits)),
+        PACKAGE: package,
+        **PLAIN,
     }
-    servers = {"raw asyncpg": "web:raw_app", "FastAPI service": f"{package}.web:app"}
+    service = f"{package}.web:app"
+    servers = {"raw asyncpg": ("web:raw_app", {}), "FastAPI service": (service, {})}
+    # Four servers at most: each keeps its pool open (20), and PostgreSQL's default
+    # max_connections is 100.
+    variants = {
+        "service": (service, {}),
+        "+ JSON access lines": (service, JSON_LINES),
+        "+ JSON lines + metrics": (service, JSON_LINES | METRICS),
+        "+ JSON lines + metrics + tracing": ("web:traced_service", JSON_LINES | METRICS),
+    }
     # Both servers wait for the same WAL flush at each COMMIT; on a shared disk its jitter
     # would drown the difference this measures (work between HTTP and the database).
     await set_synchronous_commit(environment[RAW_DSN], "off")
     try:
-        await serve_and_measure(package, servers, environment, rounds)
+        results = await serve_and_measure(servers, environment, rounds)
+        report(results, rounds)
+        results = await serve_and_measure(variants, environment, rounds)
+        report_variants(results)
     finally:
         await set_synchronous_commit(environment[RAW_DSN], "DEFAULT")
 
 
+Results = dict[tuple[str, int, str], list[tuple[float, list[float]]]]
+
+
 async def serve_and_measure(
-    package: str, servers: dict[str, str], environment: dict[str, str], rounds: int
-) -> None:
+    servers: dict[str, tuple[str, dict[str, str]]], environment: dict[str, str], rounds: int
+) -> Results:
+    """Serve each of `servers` (app, environment overrides) and measure them side by side."""
     async with contextlib.AsyncExitStack() as stack:
         ports = {
-            name: await stack.enter_async_context(uvicorn(app, environment))
-            for name, app in servers.items()
+            name: await stack.enter_async_context(uvicorn(app, environment | overrides))
+            for name, (app, overrides) in servers.items()
         }
-        seed = await Connection.open(ports["raw asyncpg"])
+        seed = await Connection.open(next(iter(ports.values())))
         ids = []
         for number in range(200):
             _, body = await seed.request("POST", "/tutorials", b'{"name": "seed %d"}' % number)
@@ -249,7 +305,7 @@ async def serve_and_measure(
             "POST /tutorials": post_tutorial,
             "GET /tutorials/{id}": get_tutorial(ids),
         }
-        results: dict[tuple[str, int, str], list[tuple[float, list[float]]]] = {}
+        results: Results = {}
         for round_number in range(rounds + 1):  # round 0 warms up pools and caches
             for concurrency, count in REQUESTS.items():
                 pools = {
@@ -274,7 +330,7 @@ async def serve_and_measure(
                         await connection.close()
             if round_number:
                 print(f"round {round_number}/{rounds} done", file=sys.stderr)
-    report(results, rounds)
+    return results
 
 
 def summary(runs: list[tuple[float, list[float]]]) -> tuple[float, float, float]:
@@ -288,9 +344,7 @@ def summary(runs: list[tuple[float, list[float]]]) -> tuple[float, float, float]
     return statistics.median(rates), statistics.median(p50s), statistics.median(p99s)
 
 
-def report(
-    results: dict[tuple[str, int, str], list[tuple[float, list[float]]]], rounds: int
-) -> None:
+def report(results: Results, rounds: int) -> None:
     versions = {
         name: importlib.import_module(name).__version__
         for name in ("fastapi", "uvicorn", "asyncpg", "sqlalchemy")
@@ -316,6 +370,25 @@ def report(
                 f"| {service[0] / raw[0]:.2f} | {raw[1]:.1f} / {raw[2]:.1f} "
                 f"| {service[1]:.1f} / {service[2]:.1f} |"
             )
+
+
+def report_variants(results: Results) -> None:
+    """The observability variants beside the plain service, POST first: the target is JSON
+    lines + metrics at 0.9 or more of the plain service at concurrency 64."""
+    print(
+        "\n| endpoint | concurrency | variant | req/s | ratio to the service | p50 / p99 ms |"
+        "\n|---|---:|---|---:|---:|---:|"
+    )
+    names = list(dict.fromkeys(name for _, _, name in results))  # in serving order
+    for endpoint in ("POST /tutorials", "GET /tutorials/{id}"):
+        for concurrency in REQUESTS:
+            plain = summary(results[(endpoint, concurrency, names[0])])
+            for name in names:
+                rate, p50, p99 = summary(results[(endpoint, concurrency, name)])
+                print(
+                    f"| `{endpoint}` | {concurrency} | {name} | {rate:,.0f} "
+                    f"| {rate / plain[0]:.2f} | {p50:.1f} / {p99:.1f} |"
+                )
 
 
 def main() -> int:
