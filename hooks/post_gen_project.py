@@ -118,14 +118,14 @@ def next_steps(
             ("make install", "uv sync" if has_uv else "no uv found: python3 -m venv, then pip"),
             ("make db", "PostgreSQL matching .env, no Docker (or: docker compose up -d --wait db)"),
             ("make migrate", "alembic upgrade head"),
-            ("make test", "pytest; `make` alone lists every task"),
+            ("make test", "pytest -n auto; `make` alone lists every task"),
         ]
     elif has_uv:
         steps = [
             ("uv sync", ""),
             (database if windows else f"uv run {database}", "PostgreSQL matching .env"),
             ("uv run alembic upgrade head", ""),
-            ("uv run pytest", ""),
+            ("uv run pytest -n auto", ""),
         ]
     else:
         python, venv = ("py", ".venv\\Scripts\\") if windows else ("python3", ".venv/bin/")
@@ -135,7 +135,7 @@ def next_steps(
             (venv_and_pip, ""),
             (database if windows else f"{venv}{database}", "PostgreSQL matching .env"),
             (f"{venv}alembic upgrade head", ""),
-            (f"{venv}pytest", ""),
+            (f"{venv}pytest -n auto", ""),
         ]
     if not local_database:
         steps[1] = ("", "migrate and test use the PostgreSQL server named in .env")

@@ -42,7 +42,7 @@ def any_project(request: pytest.FixtureRequest) -> Path:
     "command",
     [
         ("make", "lint"),  # ruff check, ruff format --check, mypy --strict, zizmor
-        ("pytest", "-q", "-p", "no:cacheprovider"),
+        ("pytest", "-q", "-p", "no:cacheprovider", "-n", "auto"),  # as `make test` runs it
         ("pre-commit", "validate-config", ".pre-commit-config.yaml"),
     ],
     ids=" ".join,
@@ -116,7 +116,9 @@ def test_the_oldest_versions_allowed_pass_the_tests(web_project: Path, tmp_path:
     into = ("--python", str(venv / "bin" / "python"))
     run(web_project, str(TEMPLATE_UV), "pip", "install", "--quiet", *into, *lowest, **UV_ENV)
     # Bounded: an old version that hangs must fail the run, not stall it.
-    result = run(web_project, "pytest", "-q", "-p", "no:cacheprovider", venv=venv, timeout=900)
+    result = run(
+        web_project, "pytest", "-q", "-p", "no:cacheprovider", "-n", "auto", venv=venv, timeout=900
+    )
     assert " skipped" not in result.stdout
 
 

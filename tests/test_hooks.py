@@ -320,22 +320,22 @@ def test_compose_values_are_double_quoted_with_escapes(value: str, quoted: str) 
     [
         (True, True, False, "make install  # uv sync", "make test"),
         (True, False, False, "make install  # no uv found: python3 -m venv, then pip", "make test"),
-        (False, True, False, "uv sync", "uv run pytest"),
+        (False, True, False, "uv sync", "uv run pytest -n auto"),
         (
             False,
             False,
             False,
             "python3 -m venv .venv && .venv/bin/python -m pip",
-            ".venv/bin/pytest",
+            ".venv/bin/pytest -n auto",
         ),
         # Windows: no make (the Makefile needs a POSIX shell), the venv's Scripts\ folder.
-        (True, True, True, "uv sync", "uv run pytest"),
+        (True, True, True, "uv sync", "uv run pytest -n auto"),
         (
             True,
             False,
             True,
             "py -m venv .venv && .venv\\Scripts\\python -m pip",
-            ".venv\\Scripts\\pytest",
+            ".venv\\Scripts\\pytest -n auto",
         ),
     ],
 )

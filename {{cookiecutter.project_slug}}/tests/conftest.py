@@ -26,8 +26,13 @@ from .servers import running_server
 
 # Before the app's engine is built (on importing `database`), point the settings at the test
 # database, for this process and every process a test starts: no test can reach .env's.
+# pytest-xdist's workers inherit the switch: one that finds DATABASE_URL as its parent left
+# it starts again from the parent's URL.
+if os.environ.get("DATABASE_URL") == os.environ.get("TESTS_DATABASE_URL", ""):
+    os.environ["DATABASE_URL"] = os.environ["TESTS_DEVELOPMENT_DATABASE_URL"]
 DEVELOPMENT = get_settings()
 DEVELOPMENT_URL = make_url(DEVELOPMENT.database_url.get_secret_value())
+os.environ["TESTS_DEVELOPMENT_DATABASE_URL"] = DEVELOPMENT.database_url.get_secret_value()
 
 
 def with_suffix(name: str, suffix: str) -> str:
@@ -35,10 +40,12 @@ def with_suffix(name: str, suffix: str) -> str:
     return f"{name.encode()[: 62 - len(suffix.encode())].decode(errors='ignore')}_{suffix}"
 
 
-TEST_DATABASE = with_suffix(DEVELOPMENT_URL.database or "", "test")
-os.environ["DATABASE_URL"] = DEVELOPMENT_URL.set(database=TEST_DATABASE).render_as_string(
-    hide_password=False
-)
+# `pytest -n auto` (pytest-xdist): each worker process has a test database of its own.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+TEST_DATABASE = with_suffix(DEVELOPMENT_URL.database or "", f"test_{WORKER}" if WORKER else "test")
+os.environ["DATABASE_URL"] = os.environ["TESTS_DATABASE_URL"] = DEVELOPMENT_URL.set(
+    database=TEST_DATABASE
+).render_as_string(hide_password=False)
 os.environ["DATABASE_READ_URL"] = ""  # .env's replica copies .env's database: read the test one
 get_settings.cache_clear()
 

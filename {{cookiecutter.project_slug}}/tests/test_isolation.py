@@ -90,7 +90,11 @@ async def test_a_first_test_run_alone_never_writes_to_the_development_database(
             *("-c", str(PROJECT_ROOT / "pyproject.toml"), str(tmp_path / "test_first.py")),
         ],
         cwd=PROJECT_ROOT,
-        env={**os.environ, "DATABASE_URL": development.render_as_string(hide_password=False)},
+        env={
+            **os.environ,
+            "DATABASE_URL": development.render_as_string(hide_password=False),
+            "PYTEST_XDIST_WORKER": "",  # a run of its own, even from a worker of `pytest -n`
+        },
         capture_output=True,
         text=True,
     )
