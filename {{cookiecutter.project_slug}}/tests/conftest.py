@@ -152,9 +152,9 @@ async def isolated(request: pytest.FixtureRequest, engine: AsyncEngine) -> Async
             bind=engine, join_transaction_mode="conditional_savepoint"
         )
         database.read_session_factory.configure(
-            bind=engine.execution_options(postgresql_readonly=True),
+            bind=engine,
             join_transaction_mode="conditional_savepoint",
-            sync_session_class=Session,
+            sync_session_class=database.ReadOnlySession,
         )
         if not commits:
             if engine.pool is pool:
@@ -182,9 +182,7 @@ async def bind_get_session() -> AsyncIterator[Callable[..., AsyncEngine]]:
     def bind(settings: Settings, **options: Any) -> AsyncEngine:
         engines.append(other := database.create_engine(settings, **options))
         database.session_factory.configure(bind=other)
-        database.read_session_factory.configure(
-            bind=other.execution_options(postgresql_readonly=True)
-        )
+        database.read_session_factory.configure(bind=other)
         return other
 
     yield bind

@@ -28,6 +28,7 @@ from {{ cookiecutter.project_slug }}.migrations import upgrade
 from {{ cookiecutter.project_slug }}.models import Tutorial
 from {{ cookiecutter.project_slug }}.settings import Settings
 
+from .conftest import settings_for
 from .server_state import count_tutorials
 from .servers import running_server, running_standby
 
@@ -118,13 +119,13 @@ async def route(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Callable[..., 
         engine = database.create_engine(settings)
         read_engine = database.create_read_engine(settings)
         engines.extend(filter(None, (engine, read_engine)))
-        primary_reads = database.read_only_sessions(engine)
+        primary_reads = database.read_sessions(engine)
         replacements = {
             "engine": engine,
             "session_factory": async_sessionmaker(engine, expire_on_commit=False),
             "read_engine": read_engine,
             "primary_read_session_factory": primary_reads,
-            "read_session_factory": database.read_only_sessions(read_engine)
+            "read_session_factory": database.read_sessions(read_engine)
             if read_engine
             else primary_reads,
             "replica_down": False,
@@ -169,6 +170,25 @@ async def test_a_write_in_a_read_session_fails_clearly_and_writes_go_on() -> Non
     async with get_read_session() as session:
         assert await count_tutorials(session, "kept") == 1
         assert await count_tutorials(session, "refused") == 0
+
+
+@pytest.mark.commits
+async def test_a_read_sessions_connection_is_read_write_again_in_the_pool(
+    engine: AsyncEngine, bind_get_session: Callable[..., AsyncEngine]
+) -> None:
+    """Without a read URL, get_read_session()'s transaction on the primary is read-only; the
+    same pooled connection, given back, begins get_session()'s transactions read-write."""
+    bind_get_session(settings_for(engine.url, database_pool_size=1, database_max_overflow=0))
+    backend = text("SELECT pg_backend_pid()")
+    async with get_read_session() as session:
+        assert await session.scalar(text("SHOW transaction_read_only")) == "on"
+        reader = await session.scalar(backend)
+    async with get_session() as session:
+        assert await session.scalar(text("SHOW transaction_read_only")) == "off"
+        assert await session.scalar(backend) == reader  # the pool's one connection
+        session.add(Tutorial(name="written after a read"))
+    async with get_read_session() as session:
+        assert await count_tutorials(session, "written after a read") == 1
 
 
 @pytest.mark.commits

@@ -112,8 +112,10 @@ def check_pooled_connections(engine: AsyncEngine, settings: Settings) -> AsyncEn
     three round trips (BEGIN, a query, ROLLBACK) on every checkout.
     """
 
-    def checked_in(_: Any, record: ConnectionPoolEntry) -> None:
+    def checked_in(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         record.info[CHECKED_IN_AT] = time.monotonic()
+        if dbapi_connection is not None:  # None: discarded
+            dbapi_connection.readonly = False  # read-write again after a read session
 
     def checked_out(dbapi_connection: Any, record: ConnectionPoolEntry, _: Any) -> None:
         driver = record.driver_connection
