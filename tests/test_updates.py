@@ -306,7 +306,8 @@ def test_the_updated_project_passes_its_own_checks(update: Update, postgres: Pos
     run(update.project, "make", "lint")
     run(update.project, "make", "migrate")
     run(update.project, "alembic", "check")
-    assert "test_pool_defaults.py ." in run(update.project, "make", "test").stdout
+    tested = run(update.project, "make", "test", PYTEST_ADDOPTS="-v").stdout  # -n auto: by name
+    assert "PASSED tests/test_pool_defaults.py::" in tested
 
 
 def test_both_sides_changing_a_line_is_a_conflict_that_keeps_the_users_edit(
