@@ -424,11 +424,11 @@ async def bench_reads(
                 if await connection.scalar(text("SELECT count(*) FROM tutorials")) == READ_ROWS:
                     break
             await asyncio.sleep(0.1)
-        on_primary = database.read_only_sessions(engine)
+        on_primary = database.read_sessions(engine)
         routes = {  # get_read_session()'s two factories, as the module sets them
             "reads: get_session, primary": (on_primary, on_primary),
             "reads: get_read_session, primary": (on_primary, on_primary),
-            "reads: get_read_session, standby": (on_primary, database.read_only_sessions(standby)),
+            "reads: get_read_session, standby": (on_primary, database.read_sessions(standby)),
         }
         saved = (database.session_factory, database.primary_read_session_factory)
         saved_reads = database.read_session_factory
