@@ -78,9 +78,10 @@ def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
             # tell from their own; the driver's message names the host, never the password.
             raise connections.ConnectError(f"cannot connect to the database: {error!r}") from error
 
+    pool_size, max_overflow = settings.pool_limits
     pooling: dict[str, Any] = {
-        "pool_size": settings.database_pool_size,
-        "max_overflow": settings.database_max_overflow,
+        "pool_size": pool_size,
+        "max_overflow": max_overflow,
         "pool_timeout": settings.database_pool_timeout,
         "pool_recycle": settings.database_pool_recycle,
     }
