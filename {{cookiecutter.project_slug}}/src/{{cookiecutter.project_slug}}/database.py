@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from . import connections
+from .fair_pool import FairQueuePool
 from .settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,8 @@ def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
 
     pool_size, max_overflow = settings.pool_limits
     pooling: dict[str, Any] = {
+        # Tasks waiting for a connection are served in arrival order (fair_pool.py).
+        "poolclass": FairQueuePool,
         "pool_size": pool_size,
         "max_overflow": max_overflow,
         "pool_timeout": settings.database_pool_timeout,
