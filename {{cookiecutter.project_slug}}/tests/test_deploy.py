@@ -271,12 +271,13 @@ def test_a_connection_budget_is_shared_by_the_processes(monkeypatch: pytest.Monk
             "DATABASE_CONNECTION_BUDGET sizes the pool itself: unset DATABASE_POOL_SIZE",
         ),
         (
-            {"DATABASE_CONNECTION_BUDGET": "3", "WEB_CONCURRENCY": "4"},
-            "DATABASE_CONNECTION_BUDGET=3 is less than WEB_CONCURRENCY=4",
+            {"DATABASE_CONNECTION_BUDGET": "7", "WEB_CONCURRENCY": "4"},
+            "DATABASE_CONNECTION_BUDGET=7 leaves less than 2 connections to each of "
+            "WEB_CONCURRENCY=4 processes",
         ),
         ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY: Input should be greater than or equal to 1"),
     ],
-    ids=["budget-and-pool-size", "budget-below-processes", "no-process"],
+    ids=["budget-and-pool-size", "under-two-per-process", "no-process"],
 )
 def test_a_pool_sizing_that_cannot_work_is_one_line(
     environment: dict[str, str], message: str

@@ -49,6 +49,10 @@ PARAMETERS = frozenset(
     {*CHOICES, *SSL_FILES, "sslpassword", "host", "port", "passfile", "service", "options"}
     | {"application_name", "connect_timeout", "prepared_statement_cache_size"}
 )
+# The fewest connections a budget may leave a process: migrating takes two at once (env.py
+# holds its lock on a second connection), and with one the startup migration would wait
+# for itself until the pool timeout.
+MIN_POOL = 2
 AUTHORITY = re.compile(
     r"(?P<start>[\w+]+://(?:[^:/]*(?::[^@]*)?@)?)(?P<hosts>[^/?]*)(?P<rest>.*)", re.S
 )
@@ -303,10 +307,11 @@ class Settings(BaseSettings):
                 "DATABASE_CONNECTION_BUDGET sizes the pool itself: unset "
                 + " and ".join(sorted(name.upper() for name in explicit))
             )
-        if self.database_connection_budget < self.web_concurrency:
+        if self.database_connection_budget < MIN_POOL * self.web_concurrency:
             raise ValueError(
-                f"DATABASE_CONNECTION_BUDGET={self.database_connection_budget} is less than "
-                f"WEB_CONCURRENCY={self.web_concurrency}: each process needs a connection"
+                f"DATABASE_CONNECTION_BUDGET={self.database_connection_budget} leaves less than "
+                f"{MIN_POOL} connections to each of WEB_CONCURRENCY={self.web_concurrency} "
+                "processes (a migration on startup takes two)"
             )
         return self
 
