@@ -18,6 +18,10 @@ concurrency 1 and 64, the servers taking turns in short slices so all see the sa
 each one-worker server also reports the database connections it opened (GET
 /__connections). The table shows medians over the rounds, ratios to the floor and to the
 peers' pattern; the exit code is 1 when a printed target is missed.
+
+Then what observability costs: the service as above (no access lines, no metrics), beside
+itself with JSON access lines, with JSON lines and metrics, and with both and OpenTelemetry
+tracing into an exporter that drops the spans; a second table, ratios to the plain service.
 """
 
 import argparse
@@ -45,18 +49,31 @@ RAW_DSN = "BENCH_RAW_DSN"  # how the raw app learns its database
 # ... and its pool's limits, the service's own (settings: pool size, pool size + overflow).
 RAW_POOL = "BENCH_RAW_POOL"
 PACKAGE = "BENCH_PACKAGE"  # the baked package, for the service and the peers' pattern
+# The service without observability: warnings only (no access line), no metrics, no tracing.
+PLAIN = {"LOG_LEVEL": "WARNING", "METRICS_ENABLED": "false"}
+# What each variant adds, side by side with the plain service. JSON lines go to /dev/null (the
+# formatting and the write are measured, not a terminal's speed).
+JSON_LINES = {"LOG_LEVEL": "INFO", "LOG_FORMAT": "json"}
+METRICS = {"METRICS_ENABLED": "true"}
 SERVICE = "FastAPI service"
 SERVICE_2 = "FastAPI service, 2 workers"
 PEERS_BEFORE = "peers: get_db, commit before response"
 PEERS_AFTER = "peers: get_db, commit after response"
 RAW = "raw asyncpg"
-# name: (the uvicorn app factory in this module, workers)
-SERVERS = {
-    RAW: ("raw", 1),
-    SERVICE: ("service", 1),
-    SERVICE_2: ("service", 2),
-    PEERS_BEFORE: ("peers_commit_before_response", 1),
-    PEERS_AFTER: ("peers_commit_after_response", 1),
+# name: (the uvicorn app factory in this module, workers, environment overrides)
+Servers = dict[str, tuple[str, int, dict[str, str]]]
+SERVERS: Servers = {
+    RAW: ("raw", 1, {}),
+    SERVICE: ("service", 1, {}),
+    SERVICE_2: ("service", 2, {}),
+    PEERS_BEFORE: ("peers_commit_before_response", 1, {}),
+    PEERS_AFTER: ("peers_commit_after_response", 1, {}),
+}
+VARIANTS: Servers = {
+    "service": ("service", 1, {}),
+    "+ JSON access lines": ("service", 1, JSON_LINES),
+    "+ JSON lines + metrics": ("service", 1, JSON_LINES | METRICS),
+    "+ JSON lines + metrics + tracing": ("traced_service", 1, JSON_LINES | METRICS),
 }
 TARGETS = [  # (server, reference, concurrency, minimum ratio of requests/s)
     (SERVICE, PEERS_BEFORE, 64, 1.4),
@@ -100,6 +117,29 @@ def service() -> Counting:
     engine = importlib.import_module(f"{package}.database").engine
     event.listen(engine.sync_engine, "connect", count_connection)
     return Counting(app)
+
+
+def traced_service() -> Counting:
+    """The service with OpenTelemetry tracing on, its spans batched to an exporter that drops
+    them: the cost of tracing without a collector's."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class Dropped(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropped()))
+    trace.set_tracer_provider(provider)
+    # Tracing is configured: the service instruments itself with the provider set above.
+    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://127.0.0.1:4318"
+    return service()
 
 
 def peers(commit_before_response: bool) -> Counting:
@@ -309,8 +349,8 @@ def free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def uvicorn(factory: str, workers: int, environment: dict[str, str]) -> AsyncIterator[int]:
-    """uvicorn serving this module's app `factory` with `workers` processes (warnings logged
-    only); yields its port once up."""
+    """uvicorn serving this module's app `factory` with `workers` processes (uvicorn's warnings
+    logged only; JSON lines go to /dev/null); yields its port once up."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "uvicorn", f"web:{factory}", "--factory"),
@@ -320,6 +360,7 @@ async def uvicorn(factory: str, workers: int, environment: dict[str, str]) -> As
         # Keep a server's idle connections open while the others take their turns.
         *("--timeout-keep-alive", "3600"),
         env=environment,
+        stderr=asyncio.subprocess.DEVNULL if environment.get("LOG_FORMAT") == "json" else None,
     )
     try:
         for _ in range(300):
@@ -367,9 +408,11 @@ async def benchmark(package: str, rounds: int) -> int:
             RAW_DSN: url.set(drivername="postgresql").render_as_string(hide_password=False),
             RAW_POOL: ",".join(map(str, limits)),
             PACKAGE: package,
+            **PLAIN,
         }
-        results = await serve_and_measure(environment, rounds)
-    return report(results, rounds, limits)
+        status = report(await serve_and_measure(SERVERS, environment, rounds), rounds, limits)
+        report_variants(await serve_and_measure(VARIANTS, environment, rounds))
+    return status
 
 
 async def connections_opened(connection: Connection) -> int:
@@ -387,15 +430,19 @@ class Slices:
     opened: int = 0  # database connections opened meanwhile
 
 
-async def serve_and_measure(
-    environment: dict[str, str], rounds: int
-) -> dict[tuple[str, int, str], list[Slices]]:
+Results = dict[tuple[str, int, str], list[Slices]]
+
+
+async def serve_and_measure(servers: Servers, environment: dict[str, str], rounds: int) -> Results:
+    """Serve each of `servers` and measure them side by side."""
     async with contextlib.AsyncExitStack() as stack:
         ports = {
-            name: await stack.enter_async_context(uvicorn(factory, workers, environment))
-            for name, (factory, workers) in SERVERS.items()
+            name: await stack.enter_async_context(
+                uvicorn(factory, workers, environment | overrides)
+            )
+            for name, (factory, workers, overrides) in servers.items()
         }
-        seed = await Connection.open(ports[RAW])
+        seed = await Connection.open(next(iter(ports.values())))
         ids = []
         for number in range(200):
             _, body = await seed.request("POST", "/tutorials", b'{"name": "seed %d"}' % number)
@@ -405,7 +452,7 @@ async def serve_and_measure(
             "POST /tutorials": post_tutorial,
             "GET /tutorials/{id}": get_tutorial(ids),
         }
-        results: dict[tuple[str, int, str], list[Slices]] = {}
+        results: Results = {}
         for round_number in range(rounds + 1):  # round 0 warms up pools and caches
             for concurrency, count in REQUESTS.items():
                 pools = {
@@ -413,10 +460,10 @@ async def serve_and_measure(
                     for name, port in ports.items()
                 }
                 for endpoint, request in endpoints.items():
-                    measured = {name: Slices() for name in SERVERS}
+                    measured = {name: Slices() for name in servers}
                     for turn in range(SLICES):
-                        for name in rotated(list(SERVERS), round_number + turn):
-                            counted = SERVERS[name][1] == 1
+                        for name in rotated(list(servers), round_number + turn):
+                            counted = servers[name][1] == 1
                             before = await connections_opened(pools[name][0]) if counted else 0
                             seconds, latencies = await measure(
                                 pools[name], request, count // SLICES
@@ -459,9 +506,7 @@ def summary(runs: list[Slices]) -> tuple[float, float, float, float]:
     )
 
 
-def report(
-    results: dict[tuple[str, int, str], list[Slices]], rounds: int, limits: tuple[int, int]
-) -> int:
+def report(results: Results, rounds: int, limits: tuple[int, int]) -> int:
     versions = {
         name: importlib.import_module(name).__version__
         for name in ("fastapi", "uvicorn", "asyncpg", "sqlalchemy")
@@ -485,7 +530,7 @@ def report(
         for concurrency in REQUESTS:
             raw = summary(results[(endpoint, concurrency, RAW)])
             peers = summary(results[(endpoint, concurrency, PEERS_BEFORE)])
-            for name, (_, workers) in SERVERS.items():
+            for name, (_, workers, _) in SERVERS.items():
                 rate, p50, p99, opened = summary(results[(endpoint, concurrency, name)])
                 connections = f"{opened:.1f}" if workers == 1 else "n/a"
                 print(
@@ -513,6 +558,24 @@ def report(
             f"requests (0): {verdict}"
         )
     return 1 if failures else 0
+
+
+def report_variants(results: Results) -> None:
+    """The observability variants beside the plain service, POST first: the target is JSON
+    lines + metrics at 0.9 or more of the plain service at concurrency 64."""
+    print(
+        "\n| endpoint | concurrency | variant | req/s | ratio to the service | p50 / p99 ms |"
+        "\n|---|---:|---|---:|---:|---:|"
+    )
+    for endpoint in ("POST /tutorials", "GET /tutorials/{id}"):
+        for concurrency in REQUESTS:
+            plain = summary(results[(endpoint, concurrency, "service")])
+            for name in VARIANTS:
+                rate, p50, p99, _ = summary(results[(endpoint, concurrency, name)])
+                print(
+                    f"| `{endpoint}` | {concurrency} | {name} | {rate:,.0f} "
+                    f"| {rate / plain[0]:.2f} | {p50:.1f} / {p99:.1f} |"
+                )
 
 
 def main() -> int:

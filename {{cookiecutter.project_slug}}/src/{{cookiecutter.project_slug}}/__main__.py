@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
+from .logs import configure_logging
 from .settings import get_settings, invalid_settings
 
 
@@ -31,6 +32,7 @@ def run() -> int:
     except ValidationError as error:
         print(invalid_settings(error), file=sys.stderr)
         return 2
+    configure_logging(get_settings())
     try:
         asyncio.run(main())
     except (DBAPIError, OSError) as error:

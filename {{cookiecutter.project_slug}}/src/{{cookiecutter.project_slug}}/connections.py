@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.util import await_only
 
+from . import logs
 from .settings import Settings
 
 # SQLSTATE in_failed_sql_transaction: "current transaction is aborted".
@@ -166,4 +167,5 @@ def watch(engine: AsyncEngine, settings: Settings) -> AsyncEngine:
     event.listen(engine.sync_engine, "handle_error", discard_timed_out)
     event.listen(engine.sync_engine, "handle_error", discard_read_only)
     event.listen(engine.sync_engine, "handle_error", mark_aborted)
+    logs.log_slow_statements(engine, settings.database_slow_statement_ms)
     return check_pooled_connections(engine, settings)

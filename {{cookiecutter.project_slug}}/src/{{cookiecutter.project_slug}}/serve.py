@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .budget import connection_budget
 from .client_limits import with_request_timeout
 from .database import create_engine
+from .logs import logging_config
 from .settings import invalid_settings
 from .web import WebSettings, create_app
 
@@ -132,6 +133,8 @@ def main(arguments: list[str] | None = None) -> int:
         http=with_request_timeout(settings.request_timeout),
         # Behind the orchestrator's proxy: trust X-Forwarded-* from FORWARDED_ALLOW_IPS.
         proxy_headers=True,
+        # The project's one log format (LOG_FORMAT, LOG_LEVEL) for uvicorn's lines too.
+        log_config=logging_config(settings),
     )
     check_budget(settings, settings.web_concurrency)
     # uvicorn raises Ctrl+C's SIGINT again once it has stopped: not an error here.

@@ -4,7 +4,7 @@ import re
 import ssl
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     Field,
@@ -269,6 +269,13 @@ class Settings(BaseSettings):
     database_migration_lock_timeout: float = 5.0
     # How often `python -m <package>.migrations upgrade` tries again after a lock timeout.
     database_migration_retries: int = 3
+    # Log each statement that took longer than this many milliseconds, with its text and
+    # duration, never its parameters (0: off, and no cost).
+    database_slow_statement_ms: float = 0
+    # The log: `text` for a terminal, `json` (one object per line) for a collector, `auto`
+    # JSON unless stderr is a terminal. LOG_LEVEL: DEBUG, INFO, WARNING, ERROR or CRITICAL.
+    log_format: Literal["auto", "text", "json"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     # A replica (hot standby) for get_read_session(), in any form DATABASE_URL takes; unset or
     # empty: reads run on the primary, with no second engine or pool (README, "Scaling past
     # one server").
@@ -282,6 +289,13 @@ class Settings(BaseSettings):
     def _check_database_url(cls, value: SecretStr) -> SecretStr:
         to_async_url(value.get_secret_value())  # refused now, not on the first connection
         return value
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _any_case(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, str):
+            return value
+        return value.upper() if info.field_name == "log_level" else value.lower()
 
     @field_validator("database_migration_url", "database_read_url")
     @classmethod

@@ -20,7 +20,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import database, migrations
 from .client_limits import BodyLimit, with_request_timeout
 from .connections import ConnectError, StatementTimeoutError, sqlstate
+from .logs import configure_logging
 from .models import Tutorial
+from .observability import Observe, tracing_configured
 from .repository import find_tutorial, insert_tutorial
 from .schemas import (
     MAX_PAGE_SIZE,
@@ -63,6 +65,8 @@ class WebSettings(Settings):
     # Seconds a client has to send a whole request, from its connection opening or its last
     # response (with `--http <package>.web:HTTPProtocol`): a stalled one is disconnected.
     request_timeout: float = 20.0
+    # Prometheus metrics on /metrics (off: no route, nothing counted).
+    metrics_enabled: bool = True
 
 
 async def session_per_request() -> AsyncIterator[AsyncSession]:
@@ -99,7 +103,7 @@ async def database_error(request: Request, error: Exception) -> JSONResponse:
     the URL or a traceback (`str(error)` holds the statement and its parameters)."""
     code = sqlstate(error)
     reason = f"{type(error).__name__} (SQLSTATE {code})" if code else type(error).__name__
-    logger.warning("%s %s: %s", request.method, request.url.path, reason)
+    logger.warning("%s %s: %s", request.method, request.url.path, reason, extra={"sqlstate": code})
     if isinstance(error, IntegrityError):
         return problem(status.HTTP_409_CONFLICT, "conflicts with stored data")
     unavailable = (
@@ -173,7 +177,8 @@ class HeadAsGet:
                 message = {"type": "http.response.body", "body": b""}
             await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive, headers_only)
+        scope["method"] = "GET"  # in place: the middleware around sees the route it reached
+        await self.app(scope, receive, headers_only)
 
 
 class CatchAll:
@@ -234,6 +239,15 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.request_max_bytes)
     app.add_middleware(CatchAll)
     app.add_middleware(HeadAsGet)
+    # Outside all: the request id, access line and metrics see every answer, HEAD as HEAD.
+    app.add_middleware(Observe, metrics=settings.metrics_enabled)
+    if tracing_configured():
+        try:
+            from .tracing import instrument
+        except ImportError as error:
+            logger.warning("OTEL_* is set, but OpenTelemetry is not installed: %s", error)
+        else:
+            instrument(app, database.engine)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -319,6 +333,9 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
 
 
 settings = WebSettings()  # type: ignore[call-arg]  # from the environment
+# Here, not in create_app(): `uvicorn <package>.web:app` logs in our format from its first
+# request on, while the apps that tests create leave the test runner's logging alone.
+configure_logging(settings)
 app = create_app(settings)
 # uvicorn's HTTP protocol with REQUEST_TIMEOUT: `uvicorn --http <package>.web:HTTPProtocol`.
 HTTPProtocol = with_request_timeout(settings.request_timeout)
