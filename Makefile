@@ -70,7 +70,7 @@ demo: install ## Bake with defaults, start a local PostgreSQL, migrate, run the 
 # One bake with the web service serves both: the data layer, then the service over it; the
 # exit status says whether every printed target was met.
 bench bench-web: BAKE_ARGS = web_framework=fastapi
-bench: install ## Benchmark the data layer, then the web service, side by side with raw asyncpg
+bench: install ## Benchmark the data layer, then the web service, beside raw asyncpg and the peers' FastAPI pattern
 	@$(IN_A_FRESH_BAKE) \
 	status=0; \
 	.venv/bin/python $(CURDIR)/benchmarks/data_layer.py tutorial_service --rounds $(ROUNDS) || status=$$?; \

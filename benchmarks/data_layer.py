@@ -10,8 +10,9 @@ connection limits: raw asyncpg's pool keeps `DATABASE_POOL_SIZE` connections and
 `DATABASE_MAX_OVERFLOW` more, as the engine's pool may. One variant is SQLAlchemy set up as its
 documentation shows, with none of the project's code (the same pool limits): what the stack
 itself allows, beside what the project makes of it. For each variant the table shows the median
-rows/s over its slices in all rounds, its ratio to raw asyncpg, and what each save cost: round
-trips (requests written to the database sockets), connections opened, and client CPU. With
+rows/s over its slices in all rounds, its ratio to raw asyncpg, the median p50 and p99 latency
+of a save over the slices, and what each save cost: round trips (requests written to the
+database sockets), connections opened, and client CPU. With
 pgbouncer installed, a second table compares sessions through PgBouncer with a client-side pool
 and without one (the template's PgBouncer mode before issue #13). A third table reads single
 rows by primary key on a primary and a streaming standby of the benchmark's own: get_session()
@@ -65,6 +66,12 @@ TARGETS = [  # (variant, reference, minimum ratio)
     ("PgBouncer: sessions, pooled, c=20", "PgBouncer: sessions, NullPool (before), c=20", 4.0),
 ]
 
+# Fair waiting: beyond the pool, the slowest saves wait little longer than raw asyncpg's.
+P99_TARGETS = [  # (variant, reference, maximum ratio of p99 latencies)
+    ("get_session + save_tutorial (ORM), c=200", f"{RAW}, c=200", 3.0),
+    ("get_session + insert_tutorial (Core), c=200", f"{RAW}, c=200", 3.0),
+]
+
 Operation = Callable[[int], Awaitable[None]]
 
 
@@ -105,6 +112,7 @@ class Totals:
     cpu: float = 0.0
     writes: int = 0
     connections: int = 0
+    latencies: list[float] = field(default_factory=list)  # seconds, one per save
 
     async def run(self, operation: Operation, count: int, concurrency: int) -> None:
         """Run `operation` `count` times on `concurrency` workers, adding up what it cost."""
@@ -112,7 +120,9 @@ class Totals:
 
         async def worker() -> None:
             for number in numbers:
+                started = time.perf_counter()
                 await operation(number)
+                self.latencies.append(time.perf_counter() - started)
 
         writes, connections = Meter.writes, Meter.connections
         started, cpu = time.perf_counter(), time.process_time()
@@ -135,6 +145,14 @@ class Results:
 
     def rate(self, name: str, rows_per_save: int = 1) -> float:
         return statistics.median(t.saves * rows_per_save / t.seconds for t in self.samples[name])
+
+    def latency(self, name: str) -> tuple[float, float]:
+        """Median over slices of p50 and p99 latency, in milliseconds."""
+        cuts = [statistics.quantiles(t.latencies, n=100) for t in self.samples[name]]
+        return (
+            1000 * statistics.median(cut[49] for cut in cuts),
+            1000 * statistics.median(cut[98] for cut in cuts),
+        )
 
     def per_save(self, name: str) -> tuple[float, float, float]:
         """Round trips, connections opened and client CPU µs per save, over all rounds."""
@@ -478,10 +496,11 @@ def rows(results: Results, names: list[str]) -> Iterator[str]:
             if name.startswith("reads"):
                 raw = f"{RAW_READ}, c={concurrency}"
             trips, connections, cpu = results.per_save(key)
+            p50, p99 = results.latency(key)
             yield (
                 f"| {name} | {concurrency} | {results.rate(key):,.0f} "
-                f"| {results.rate(key) / results.rate(raw):.2f} | {trips:.2f} "
-                f"| {connections * 1000:.1f} | {cpu:,.0f} |"
+                f"| {results.rate(key) / results.rate(raw):.2f} | {p50:.1f} / {p99:.1f} "
+                f"| {trips:.2f} | {connections * 1000:.1f} | {cpu:,.0f} |"
             )
 
 
@@ -502,26 +521,27 @@ def report(
         f"+ {settings.database_max_overflow} overflow on both sides.\n"
     )
     print(
-        "| variant | concurrency | rows/s | ratio to raw asyncpg | round trips / save "
-        "| connections opened / 1,000 saves | client CPU µs / save |"
+        "| variant | concurrency | rows/s | ratio to raw asyncpg | p50 / p99 ms "
+        "| round trips / save | connections opened / 1,000 saves | client CPU µs / save |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows(results, single)))
     print(
-        f"\n| bulk, {BULK_ROWS:,} rows per save | | rows/s | ratio to raw COPY | | "
+        f"\n| bulk, {BULK_ROWS:,} rows per save | | rows/s | ratio to raw COPY | | | "
         "| client CPU µs / row |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     copy = results.rate("raw asyncpg COPY, c=1", BULK_ROWS)
     for name in bulk:
         rate = results.rate(f"{name}, c=1", BULK_ROWS)
         cpu = results.per_save(f"{name}, c=1")[2] / BULK_ROWS
-        print(f"| {name} | | {rate:,.0f} | {rate / copy:.2f} | | | {cpu:.2f} |")
+        print(f"| {name} | | {rate:,.0f} | {rate / copy:.2f} | | | | {cpu:.2f} |")
     print(
         "\n| reads by primary key | concurrency | rows/s | ratio to raw asyncpg (primary) "
-        "| round trips / read | connections opened / 1,000 reads | client CPU µs / read |"
+        "| p50 / p99 ms | round trips / read | connections opened / 1,000 reads "
+        "| client CPU µs / read |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows(results, reads)))
     print()
     failures = 0
@@ -533,6 +553,11 @@ def report(
         verdict = "met" if ratio >= minimum else "MISSED"
         failures += verdict == "MISSED"
         print(f"target: {variant} / {reference} = {ratio:.2f} (>= {minimum}): {verdict}")
+    for variant, reference, maximum in P99_TARGETS:
+        ratio = results.latency(variant)[1] / results.latency(reference)[1]
+        verdict = "met" if ratio <= maximum else "MISSED"
+        failures += verdict == "MISSED"
+        print(f"target: p99 of {variant} / {reference} = {ratio:.2f} (<= {maximum}): {verdict}")
     return 1 if failures else 0
 
 

@@ -1,16 +1,23 @@
-"""Benchmark a baked project's web service against the same endpoints on raw asyncpg.
+"""Benchmark a baked project's web service against the same endpoints on raw asyncpg, and
+against the pattern popular FastAPI templates use.
 
 Run inside a project baked with web_framework=fastapi, with its venv and its .env, the
 database migrated (`make bench-web` does all of that):
 
     python benchmarks/web.py <package> [--rounds 3]
 
-Two uvicorn servers (one worker each, the same uvicorn options) run side by side: the
-service (`<package>.web:app`) and `raw_app` below, a minimal ASGI app with the same two
-endpoints written directly on an asyncpg pool of the service's size. A light keep-alive HTTP
-client measures requests/s and latency for `POST /tutorials` and `GET /tutorials/{id}` at
-concurrency 1 and 64, the two servers taking turns in short slices so both see the same
-machine. The table shows medians over the rounds and the service's ratio to the floor.
+Five uvicorn servers (the same uvicorn options) run side by side: the service
+(`<package>.web:app`) with one worker and with two; the peers' pattern (FastAPI,
+`async_sessionmaker(expire_on_commit=False)`, a `get_db` dependency that yields a session and
+commits after the handler; `session.add()` + `flush()`, `session.get()`) with the commit
+before the response (`scope="function"`) and after it (FastAPI's default scope); and
+`raw_app` below, a minimal ASGI app with the same two endpoints written directly on an
+asyncpg pool. Every server gets the service's pool limits. A light keep-alive HTTP client
+measures requests/s and latency for `POST /tutorials` and `GET /tutorials/{id}` at
+concurrency 1 and 64, the servers taking turns in short slices so all see the same machine;
+each one-worker server also reports the database connections it opened (GET
+/__connections). The table shows medians over the rounds, ratios to the floor and to the
+peers' pattern; the exit code is 1 when a printed target is missed.
 
 Then what observability costs: the service as above (no access lines, no metrics), beside
 itself with JSON access lines, with JSON lines and metrics, and with both and OpenTelemetry
@@ -30,8 +37,9 @@ import statistics
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 
@@ -40,18 +48,157 @@ SLICES = 8  # each measurement runs in this many turns, the servers taking turns
 RAW_DSN = "BENCH_RAW_DSN"  # how the raw app learns its database
 # ... and its pool's limits, the service's own (settings: pool size, pool size + overflow).
 RAW_POOL = "BENCH_RAW_POOL"
-# The package whose service `traced_service` builds.
-PACKAGE = "BENCH_PACKAGE"
+PACKAGE = "BENCH_PACKAGE"  # the baked package, for the service and the peers' pattern
 # The service without observability: warnings only (no access line), no metrics, no tracing.
 PLAIN = {"LOG_LEVEL": "WARNING", "METRICS_ENABLED": "false"}
 # What each variant adds, side by side with the plain service. JSON lines go to /dev/null (the
 # formatting and the write are measured, not a terminal's speed).
 JSON_LINES = {"LOG_LEVEL": "INFO", "LOG_FORMAT": "json"}
 METRICS = {"METRICS_ENABLED": "true"}
+SERVICE = "FastAPI service"
+SERVICE_2 = "FastAPI service, 2 workers"
+PEERS_BEFORE = "peers: get_db, commit before response"
+PEERS_AFTER = "peers: get_db, commit after response"
+RAW = "raw asyncpg"
+# name: (the uvicorn app factory in this module, workers, environment overrides)
+Servers = dict[str, tuple[str, int, dict[str, str]]]
+SERVERS: Servers = {
+    RAW: ("raw", 1, {}),
+    SERVICE: ("service", 1, {}),
+    SERVICE_2: ("service", 2, {}),
+    PEERS_BEFORE: ("peers_commit_before_response", 1, {}),
+    PEERS_AFTER: ("peers_commit_after_response", 1, {}),
+}
+VARIANTS: Servers = {
+    "service": ("service", 1, {}),
+    "+ JSON access lines": ("service", 1, JSON_LINES),
+    "+ JSON lines + metrics": ("service", 1, JSON_LINES | METRICS),
+    "+ JSON lines + metrics + tracing": ("traced_service", 1, JSON_LINES | METRICS),
+}
+TARGETS = [  # (server, reference, concurrency, minimum ratio of requests/s)
+    (SERVICE, PEERS_BEFORE, 64, 1.4),
+    (SERVICE, PEERS_BEFORE, 1, 1.1),
+    (SERVICE, RAW, 64, 0.2),
+]
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+# The database connections this server process opened (each server is a process of its own).
+opened = 0
+
+
+def count_connection(*_: object) -> None:
+    global opened
+    opened += 1
+
+
+class Counting:
+    """`app`, plus GET /__connections: how many database connections this process opened."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/__connections":
+            await respond(send, 200, {"opened": opened})
+            return
+        await self.app(scope, receive, send)
+
+
+def service() -> Counting:
+    """The baked service, as `<package>.web:app` serves it."""
+    from sqlalchemy import event
+
+    package = os.environ[PACKAGE]
+    app = importlib.import_module(f"{package}.web").app
+    engine = importlib.import_module(f"{package}.database").engine
+    event.listen(engine.sync_engine, "connect", count_connection)
+    return Counting(app)
+
+
+def traced_service() -> Counting:
+    """The service with OpenTelemetry tracing on, its spans batched to an exporter that drops
+    them: the cost of tracing without a collector's."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class Dropped(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropped()))
+    trace.set_tracer_provider(provider)
+    # Tracing is configured: the service instruments itself with the provider set above.
+    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://127.0.0.1:4318"
+    return service()
+
+
+def peers(commit_before_response: bool) -> Counting:
+    """The pattern popular FastAPI templates use, on the baked project's model and schemas."""
+    from fastapi import Depends, FastAPI, HTTPException, Response
+    from sqlalchemy import event
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+
+    package = os.environ[PACKAGE]
+    models = importlib.import_module(f"{package}.models")
+    schemas = importlib.import_module(f"{package}.schemas")
+    min_size, max_size = map(int, os.environ[RAW_POOL].split(","))
+    engine = create_async_engine(
+        importlib.import_module(f"{package}.settings").get_settings().database_url_object,
+        pool_size=min_size,
+        max_overflow=max_size - min_size,
+    )
+    event.listen(engine.sync_engine, "connect", count_connection)
+    session_local = async_sessionmaker(engine, expire_on_commit=False)
+
+    async def get_db() -> AsyncIterator[AsyncSession]:
+        async with session_local() as session:
+            yield session
+            await session.commit()
+
+    scope = "function" if commit_before_response else "request"
+    db_session = Annotated[AsyncSession, Depends(get_db, scope=scope)]
+    app = FastAPI()
+
+    @app.post("/tutorials", status_code=201, response_model=schemas.TutorialRead)
+    async def create_tutorial(
+        body: schemas.TutorialCreate, db: db_session, response: Response
+    ) -> Any:
+        tutorial = models.Tutorial(name=body.name)
+        db.add(tutorial)
+        await db.flush()
+        response.headers["Location"] = f"/tutorials/{tutorial.tutorial_id}"
+        return tutorial
+
+    @app.get("/tutorials/{tutorial_id}", response_model=schemas.TutorialRead)
+    async def read_tutorial(tutorial_id: int, db: db_session) -> Any:
+        tutorial = await db.get(models.Tutorial, tutorial_id)
+        if tutorial is None:
+            raise HTTPException(404, "no such tutorial")
+        return tutorial
+
+    return Counting(app)
+
+
+def peers_commit_before_response() -> Counting:
+    return peers(commit_before_response=True)
+
+
+def peers_commit_after_response() -> Counting:
+    return peers(commit_before_response=False)
+
+
+def raw() -> Counting:
+    return Counting(raw_app)
 
 
 # The floor: the two endpoints with nothing between HTTP and asyncpg but a dict lookup.
@@ -74,6 +221,11 @@ async def respond(send: Send, status: int, body: Any, *headers: tuple[bytes, byt
     await send({"type": "http.response.body", "body": payload})
 
 
+async def counted_connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+    count_connection()
+    return await asyncpg.connect(*args, **kwargs)
+
+
 async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
     global raw_pool
     if scope["type"] == "lifespan":
@@ -82,7 +234,10 @@ async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
             if message["type"] == "lifespan.startup":
                 min_size, max_size = map(int, os.environ[RAW_POOL].split(","))
                 raw_pool = await asyncpg.create_pool(
-                    os.environ[RAW_DSN], min_size=min_size, max_size=max_size
+                    os.environ[RAW_DSN],
+                    min_size=min_size,
+                    max_size=max_size,
+                    connect=counted_connect,
                 )
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -121,29 +276,6 @@ async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
             await respond(send, 200, dict(row))
     else:
         await respond(send, 404, {"detail": "not found"})
-
-
-def traced_service() -> Any:
-    """The service with OpenTelemetry tracing on, its spans batched to an exporter that drops
-    them: the cost of tracing without a collector's (`uvicorn --factory`)."""
-    from opentelemetry import trace
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import (
-        BatchSpanProcessor,
-        SpanExporter,
-        SpanExportResult,
-    )
-
-    class Dropped(SpanExporter):
-        def export(self, spans: Any) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(Dropped()))
-    trace.set_tracer_provider(provider)
-    # Tracing is configured: the service instruments itself with the provider set above.
-    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://127.0.0.1:4318"
-    return importlib.import_module(f"{os.environ[PACKAGE]}.web").app
 
 
 # The load: one keep-alive HTTP/1.1 connection per concurrent client, parsed minimally, so
@@ -216,17 +348,17 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def uvicorn(app: str, environment: dict[str, str]) -> AsyncIterator[int]:
-    """A one-worker uvicorn serving `app` (uvicorn's warnings logged only; JSON lines go to
-    /dev/null); yields its port once up."""
+async def uvicorn(factory: str, workers: int, environment: dict[str, str]) -> AsyncIterator[int]:
+    """uvicorn serving this module's app `factory` with `workers` processes (uvicorn's warnings
+    logged only; JSON lines go to /dev/null); yields its port once up."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning"),
+        *(sys.executable, "-m", "uvicorn", f"web:{factory}", "--factory"),
+        *("--port", str(port), "--workers", str(workers), "--log-level", "warning"),
         "--app-dir",
         str(Path(__file__).parent),
-        # Keep a server's idle connections open while the other server takes its turn.
+        # Keep a server's idle connections open while the others take their turns.
         *("--timeout-keep-alive", "3600"),
-        *(["--factory"] if app.endswith(":traced_service") else []),
         env=environment,
         stderr=asyncio.subprocess.DEVNULL if environment.get("LOG_FORMAT") == "json" else None,
     )
@@ -236,7 +368,7 @@ async def uvicorn(app: str, environment: dict[str, str]) -> AsyncIterator[int]:
                 connection = await Connection.open(port)
                 await connection.close()
                 break
-            assert process.returncode is None, f"{app} did not start"
+            assert process.returncode is None, f"{factory} did not start"
             await asyncio.sleep(0.1)
         yield port
     finally:
@@ -244,56 +376,71 @@ async def uvicorn(app: str, environment: dict[str, str]) -> AsyncIterator[int]:
         await process.wait()
 
 
-async def benchmark(package: str, rounds: int) -> None:
-    # Here, not at the top: uvicorn imports this module for the raw app, which needs no ORM.
-    from data_layer import set_synchronous_commit
+# The benchmark's own server: room for every server's pools (6 x 30 with the defaults), and
+# no WAL flush to wait for at COMMIT, whose jitter on a shared disk would drown the difference
+# this measures (work between HTTP and the database).
+OWN_SERVER = {"max_connections": "250", "synchronous_commit": "off"}
 
-    settings = importlib.import_module(f"{package}.settings").get_settings()
-    dsn = settings.database_url_object.set(drivername="postgresql")
+
+async def benchmark(package: str, rounds: int) -> int:
+    # Here, not at the top: uvicorn imports this module for the apps, which need neither.
+    from data_layer import load_servers_module
+    from pydantic import SecretStr
+    from sqlalchemy.pool import NullPool
+
+    settings_module = importlib.import_module(f"{package}.settings")
+    settings = settings_module.get_settings()
     limits = (
         settings.database_pool_size,
         settings.database_pool_size + settings.database_max_overflow,
     )
-    environment = {
-        **os.environ,
-        RAW_DSN: dsn.render_as_string(hide_password=False),
-        RAW_POOL: ",".join(map(str, limits)),
-        PACKAGE: package,
-        **PLAIN,
-    }
-    service = f"{package}.web:app"
-    servers = {"raw asyncpg": ("web:raw_app", {}), "FastAPI service": (service, {})}
-    # Four servers at most: each keeps its pool open (20), and PostgreSQL's default
-    # max_connections is 100.
-    variants = {
-        "service": (service, {}),
-        "+ JSON access lines": (service, JSON_LINES),
-        "+ JSON lines + metrics": (service, JSON_LINES | METRICS),
-        "+ JSON lines + metrics + tracing": ("web:traced_service", JSON_LINES | METRICS),
-    }
-    # Both servers wait for the same WAL flush at each COMMIT; on a shared disk its jitter
-    # would drown the difference this measures (work between HTTP and the database).
-    await set_synchronous_commit(environment[RAW_DSN], "off")
-    try:
-        results = await serve_and_measure(servers, environment, rounds)
-        report(results, rounds)
-        results = await serve_and_measure(variants, environment, rounds)
-        report_variants(results)
-    finally:
-        await set_synchronous_commit(environment[RAW_DSN], "DEFAULT")
+    with load_servers_module().running_server("bench_web", "web", OWN_SERVER) as (_, url):
+        raw_url = url.render_as_string(hide_password=False)
+        own = settings_module.Settings(database_url=SecretStr(raw_url))
+        engine = importlib.import_module(f"{package}.database").create_engine(
+            own, poolclass=NullPool
+        )
+        await importlib.import_module(f"{package}.migrations").upgrade(engine)
+        await engine.dispose()
+        environment = {
+            **os.environ,
+            "DATABASE_URL": raw_url,
+            RAW_DSN: url.set(drivername="postgresql").render_as_string(hide_password=False),
+            RAW_POOL: ",".join(map(str, limits)),
+            PACKAGE: package,
+            **PLAIN,
+        }
+        status = report(await serve_and_measure(SERVERS, environment, rounds), rounds, limits)
+        report_variants(await serve_and_measure(VARIANTS, environment, rounds))
+    return status
 
 
-Results = dict[tuple[str, int, str], list[tuple[float, list[float]]]]
+async def connections_opened(connection: Connection) -> int:
+    """What the server behind `connection` says it opened (one-worker servers only)."""
+    _, body = await connection.request("GET", "/__connections")
+    return int(json.loads(body)["opened"])
 
 
-async def serve_and_measure(
-    servers: dict[str, tuple[str, dict[str, str]]], environment: dict[str, str], rounds: int
-) -> Results:
-    """Serve each of `servers` (app, environment overrides) and measure them side by side."""
+@dataclass
+class Slices:
+    """One server's measurements of one endpoint at one concurrency in one round."""
+
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    opened: int = 0  # database connections opened meanwhile
+
+
+Results = dict[tuple[str, int, str], list[Slices]]
+
+
+async def serve_and_measure(servers: Servers, environment: dict[str, str], rounds: int) -> Results:
+    """Serve each of `servers` and measure them side by side."""
     async with contextlib.AsyncExitStack() as stack:
         ports = {
-            name: await stack.enter_async_context(uvicorn(app, environment | overrides))
-            for name, (app, overrides) in servers.items()
+            name: await stack.enter_async_context(
+                uvicorn(factory, workers, environment | overrides)
+            )
+            for name, (factory, workers, overrides) in servers.items()
         }
         seed = await Connection.open(next(iter(ports.values())))
         ids = []
@@ -313,18 +460,21 @@ async def serve_and_measure(
                     for name, port in ports.items()
                 }
                 for endpoint, request in endpoints.items():
-                    spent = dict.fromkeys(servers, 0.0)
-                    latencies: dict[str, list[float]] = {name: [] for name in servers}
+                    measured = {name: Slices() for name in servers}
                     for turn in range(SLICES):
-                        order = list(servers) if (round_number + turn) % 2 else list(servers)[::-1]
-                        for name in order:
-                            seconds, measured = await measure(pools[name], request, count // SLICES)
-                            spent[name] += seconds
-                            latencies[name] += measured
+                        for name in rotated(list(servers), round_number + turn):
+                            counted = servers[name][1] == 1
+                            before = await connections_opened(pools[name][0]) if counted else 0
+                            seconds, latencies = await measure(
+                                pools[name], request, count // SLICES
+                            )
+                            after = await connections_opened(pools[name][0]) if counted else 0
+                            measured[name].seconds += seconds
+                            measured[name].latencies += latencies
+                            measured[name].opened += after - before
                     if round_number:
-                        for name in servers:
-                            key = (endpoint, concurrency, name)
-                            results.setdefault(key, []).append((spent[name], latencies[name]))
+                        for name, slices in measured.items():
+                            results.setdefault((endpoint, concurrency, name), []).append(slices)
                 for connections in pools.values():
                     for connection in connections:
                         await connection.close()
@@ -333,18 +483,30 @@ async def serve_and_measure(
     return results
 
 
-def summary(runs: list[tuple[float, list[float]]]) -> tuple[float, float, float]:
-    """Median over rounds of requests/s, p50 and p99 latency (milliseconds)."""
+def rotated(names: list[str], by: int) -> list[str]:
+    """`names` starting at another place each time, so no server always runs first."""
+    return names[by % len(names) :] + names[: by % len(names)]
+
+
+def summary(runs: list[Slices]) -> tuple[float, float, float, float]:
+    """Median over rounds of requests/s, p50 and p99 latency (milliseconds), and database
+    connections opened per 1,000 requests over all rounds."""
     rates, p50s, p99s = [], [], []
-    for seconds, latencies in runs:
-        cuts = statistics.quantiles(latencies, n=100)
-        rates.append(len(latencies) / seconds)
+    for run in runs:
+        cuts = statistics.quantiles(run.latencies, n=100)
+        rates.append(len(run.latencies) / run.seconds)
         p50s.append(1000 * cuts[49])
         p99s.append(1000 * cuts[98])
-    return statistics.median(rates), statistics.median(p50s), statistics.median(p99s)
+    per_thousand = 1000 * sum(run.opened for run in runs) / sum(len(r.latencies) for r in runs)
+    return (
+        statistics.median(rates),
+        statistics.median(p50s),
+        statistics.median(p99s),
+        per_thousand,
+    )
 
 
-def report(results: Results, rounds: int) -> None:
+def report(results: Results, rounds: int, limits: tuple[int, int]) -> int:
     versions = {
         name: importlib.import_module(name).__version__
         for name in ("fastapi", "uvicorn", "asyncpg", "sqlalchemy")
@@ -353,23 +515,49 @@ def report(results: Results, rounds: int) -> None:
         f"Python {platform.python_version()}, "
         + ", ".join(f"{name} {version}" for name, version in versions.items())
         + f"; {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs shared with the "
-        f"client; one uvicorn worker per server; synchronous_commit off; median of {rounds} "
-        "rounds.\n"
+        f"client; one uvicorn worker per server unless named; pools of {limits[0]} + "
+        f"{limits[1] - limits[0]} overflow on every server (per worker), against a PostgreSQL "
+        f"of the benchmark's own (max_connections 250); synchronous_commit off; median of "
+        f"{rounds} rounds.\n"
     )
     print(
-        "| endpoint | concurrency | raw asyncpg req/s | FastAPI req/s | ratio "
-        "| raw p50 / p99 ms | FastAPI p50 / p99 ms |"
+        "| endpoint | concurrency | server | req/s | ratio to raw asyncpg "
+        "| ratio to peers (commit before response) | p50 / p99 ms "
+        "| connections opened / 1,000 requests |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
     for endpoint in ("POST /tutorials", "GET /tutorials/{id}"):
         for concurrency in REQUESTS:
-            raw = summary(results[(endpoint, concurrency, "raw asyncpg")])
-            service = summary(results[(endpoint, concurrency, "FastAPI service")])
+            raw = summary(results[(endpoint, concurrency, RAW)])
+            peers = summary(results[(endpoint, concurrency, PEERS_BEFORE)])
+            for name, (_, workers, _) in SERVERS.items():
+                rate, p50, p99, opened = summary(results[(endpoint, concurrency, name)])
+                connections = f"{opened:.1f}" if workers == 1 else "n/a"
+                print(
+                    f"| `{endpoint}` | {concurrency} | {name} | {rate:,.0f} "
+                    f"| {rate / raw[0]:.2f} | {rate / peers[0]:.2f} | {p50:.1f} / {p99:.1f} "
+                    f"| {connections} |"
+                )
+    print()
+    failures = 0
+    for endpoint in ("POST /tutorials", "GET /tutorials/{id}"):
+        for name, reference, concurrency, minimum in TARGETS:
+            rate = summary(results[(endpoint, concurrency, name)])[0]
+            ratio = rate / summary(results[(endpoint, concurrency, reference)])[0]
+            verdict = "met" if ratio >= minimum else "MISSED"
+            failures += verdict == "MISSED"
             print(
-                f"| `{endpoint}` | {concurrency} | {raw[0]:,.0f} | {service[0]:,.0f} "
-                f"| {service[0] / raw[0]:.2f} | {raw[1]:.1f} / {raw[2]:.1f} "
-                f"| {service[1]:.1f} / {service[2]:.1f} |"
+                f"target: {endpoint}, c={concurrency}: {name} / {reference} = {ratio:.2f} "
+                f"(>= {minimum}): {verdict}"
             )
+        opened = summary(results[(endpoint, 64, SERVICE)])[3]
+        verdict = "met" if opened == 0 else "MISSED"
+        failures += verdict == "MISSED"
+        print(
+            f"target: {endpoint}, c=64: {SERVICE} opened {opened:.1f} connections per 1,000 "
+            f"requests (0): {verdict}"
+        )
+    return 1 if failures else 0
 
 
 def report_variants(results: Results) -> None:
@@ -379,12 +567,11 @@ def report_variants(results: Results) -> None:
         "\n| endpoint | concurrency | variant | req/s | ratio to the service | p50 / p99 ms |"
         "\n|---|---:|---|---:|---:|---:|"
     )
-    names = list(dict.fromkeys(name for _, _, name in results))  # in serving order
     for endpoint in ("POST /tutorials", "GET /tutorials/{id}"):
         for concurrency in REQUESTS:
-            plain = summary(results[(endpoint, concurrency, names[0])])
-            for name in names:
-                rate, p50, p99 = summary(results[(endpoint, concurrency, name)])
+            plain = summary(results[(endpoint, concurrency, "service")])
+            for name in VARIANTS:
+                rate, p50, p99, _ = summary(results[(endpoint, concurrency, name)])
                 print(
                     f"| `{endpoint}` | {concurrency} | {name} | {rate:,.0f} "
                     f"| {rate / plain[0]:.2f} | {p50:.1f} / {p99:.1f} |"
@@ -398,8 +585,7 @@ def main() -> int:
     arguments = parser.parse_args()
     if arguments.rounds < 1:
         parser.error("--rounds must be at least 1")
-    asyncio.run(benchmark(arguments.package, arguments.rounds))
-    return 0
+    return asyncio.run(benchmark(arguments.package, arguments.rounds))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from {{ cookiecutter.project_slug }}.migrations import (
     migrate,
     upgrade,
 )
+from {{ cookiecutter.project_slug }}.settings import Settings
 
 from .conftest import settings_for
 from .servers import SMALL_SERVER, running_server
@@ -240,3 +242,64 @@ async def test_the_connection_budget(
         assert f"{processes} process(es) x {pool_size + max_overflow} connections" in warning
         assert "allows 17 (max_connections 20 - 3 reserved)" in warning
         assert f"fit {17 // processes} per process" in warning
+
+
+def test_the_default_pool_keeps_every_connection_it_opens() -> None:
+    """30 + 0: no overflow connection to close when it comes back, so no login per burst;
+    three processes fit a default server's 97 connections."""
+    defaults = Settings.model_construct()
+    assert defaults.pool_limits == (30, 0)
+    assert 3 * sum(defaults.pool_limits) <= 100 - 3
+
+
+def test_a_connection_budget_is_shared_by_the_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DATABASE_CONNECTION_BUDGET=90 for WEB_CONCURRENCY=4 processes: each pool holds 22 and
+    never overflows; the engine is built with those limits."""
+    monkeypatch.setenv("DATABASE_CONNECTION_BUDGET", "90")
+    monkeypatch.setenv("WEB_CONCURRENCY", "4")
+    settings = settings_for(URL.create("postgresql+asyncpg", host="db.example"))
+    assert settings.pool_limits == (22, 0)
+    pool = create_engine(settings).pool
+    assert (pool.size(), pool._max_overflow) == (22, 0)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("environment", "message"),
+    [
+        (
+            {"DATABASE_CONNECTION_BUDGET": "40", "DATABASE_POOL_SIZE": "10"},
+            "DATABASE_CONNECTION_BUDGET sizes the pool itself: unset DATABASE_POOL_SIZE",
+        ),
+        (
+            {"DATABASE_CONNECTION_BUDGET": "7", "WEB_CONCURRENCY": "4"},
+            "DATABASE_CONNECTION_BUDGET=7 leaves less than 2 connections to each of "
+            "WEB_CONCURRENCY=4 processes",
+        ),
+        ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY: Input should be greater than or equal to 1"),
+    ],
+    ids=["budget-and-pool-size", "under-two-per-process", "no-process"],
+)
+def test_a_pool_sizing_that_cannot_work_is_one_line(
+    environment: dict[str, str], message: str
+) -> None:
+    """`python -m <package>` refuses it before connecting: one line naming the settings."""
+    result = subprocess.run(
+        [sys.executable, "-m", "{{ cookiecutter.project_slug }}"],
+        env={**os.environ, **environment},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (result.returncode, len(result.stderr.splitlines())) == (2, 1), result.stderr
+    assert message in result.stderr
+
+
+async def test_the_budget_check_takes_the_budgets_share(small_server: URL) -> None:
+    """With DATABASE_CONNECTION_BUDGET, the budget check counts each process's share."""
+    settings = settings_for(small_server, database_connection_budget=17, web_concurrency=2)
+    engine = create_engine(settings)
+    try:
+        budget = await connection_budget(engine, settings, settings.web_concurrency)
+    finally:
+        await engine.dispose()
+    assert (budget.per_process, budget.needed, budget.holds) == (8, 16, True)

@@ -3,6 +3,7 @@
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from {{ cookiecutter.project_slug }}.repository import (
+    find_tutorial,
     insert_tutorial,
     list_tutorials,
     save_tutorial,
@@ -49,3 +50,10 @@ async def test_insert_tutorial_returns_the_id_inside_the_transaction(
     ]
     await session.rollback()
     assert await list_tutorials(session) == []
+
+
+async def test_find_tutorial_reads_the_two_columns_or_none(session: AsyncSession) -> None:
+    """The Core read gives the stored id and name as a row, and None for a missing id."""
+    tutorial_id = await insert_tutorial(session, "found")
+    assert await find_tutorial(session, tutorial_id) == (tutorial_id, "found")
+    assert await find_tutorial(session, tutorial_id + 1) is None

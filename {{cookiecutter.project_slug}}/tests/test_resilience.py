@@ -210,7 +210,8 @@ async def test_round_trips_of_a_save(
     server, url = own_server
     logged = {"server_settings": {"log_min_duration_statement": "0"}}  # superuser-only setting
     settings = settings_for(url, database_pool_ping_idle=0.2)
-    engine = bind_get_session(settings, pool_size=1, connect_args=logged)
+    # One connection kept; the migration's lock takes a second for a while.
+    engine = bind_get_session(settings, pool_size=1, max_overflow=1, connect_args=logged)
     await upgrade(engine)
     for number in range(3):  # warm: connected, the INSERT prepared and cached
         await save_in_own_session(f"warm-up {number}")

@@ -1,4 +1,5 @@
-"""`python -m <package>.serve` in a process of its own: the drain on SIGTERM, the budget."""
+"""`python -m <package>.serve` in a process of its own: the drain on SIGTERM, the budget;
+uvicorn workers sharing a connection budget."""
 
 import asyncio
 import os
@@ -11,7 +12,11 @@ import httpx
 import pytest
 from sqlalchemy import URL, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import NullPool
 
+from {{ cookiecutter.project_slug }}.database import create_engine
+
+from .conftest import settings_for
 from .server_state import count_tutorials
 from .servers import PROJECT_ROOT, SMALL_SERVER, free_port, running_server
 
@@ -34,14 +39,17 @@ class Serving:
             self.lines.append(line.decode())
 
 
+SERVE = ("{{ cookiecutter.project_slug }}.serve", "--host", "127.0.0.1")
+
+
 @asynccontextmanager
-async def serve(**environment: str) -> AsyncIterator[Serving]:
-    """`python -m <package>.serve` on a free port with `environment`, until it started; then
-    yields, and stops it (if still running) when the block ends."""
+async def serve(*command: str, **environment: str) -> AsyncIterator[Serving]:
+    """`python -m <package>.serve` (or `python -m` `command`) on a free port with
+    `environment`, until it started; then yields, and stops it (if still running) when the
+    block ends."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "{{ cookiecutter.project_slug }}.serve", "--host", "127.0.0.1"),
-        *("--port", str(port)),
+        *(sys.executable, "-m", *(command or SERVE), "--port", str(port)),
         cwd=PROJECT_ROOT,
         env={**os.environ, **environment},
         stderr=asyncio.subprocess.PIPE,
@@ -123,3 +131,38 @@ def test_drain_and_grace_fit_the_orchestrators_grace_period() -> None:
     settings = ServeSettings()  # type: ignore[call-arg]  # from the environment
     assert settings.shutdown_drain_seconds + settings.shutdown_grace_seconds < 30
     assert settings.database_command_timeout < settings.shutdown_grace_seconds
+
+
+async def test_workers_sharing_a_budget_fit_a_small_server(small_server: URL) -> None:
+    """WEB_CONCURRENCY=3 uvicorn workers (uvicorn reads it as --workers) share
+    DATABASE_CONNECTION_BUDGET=15 on a server that lets them open 17: 270 writes, 90 at a
+    time, all succeed, and the server never holds more than 15 of their connections. With
+    the default pools (3 x 30) the same load ran out of connection slots: 58 answered 503."""
+    url = small_server.render_as_string(hide_password=False)
+    environment = {"WEB_CONCURRENCY": "3", "DATABASE_CONNECTION_BUDGET": "15"}
+    command = ("uvicorn", "{{ cookiecutter.project_slug }}.web:app")
+    async with serve(
+        *command, DATABASE_URL=url, MIGRATE_ON_STARTUP="true", **environment
+    ) as server:
+        for _ in range(300):  # every worker migrated (or found it done) and started
+            if server.log.count("Application startup complete") == 3:
+                break
+            await asyncio.sleep(0.1)
+        limits = httpx.Limits(max_connections=90)
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=60, limits=limits) as client:
+            responses = await asyncio.gather(
+                *(client.post("/tutorials", json={"name": f"n {n}"}) for n in range(270))
+            )
+        # The pools close no connection they opened (no overflow): what is open now is the most
+        # they ever held.
+        observer = create_engine(settings_for(small_server), poolclass=NullPool)
+        async with observer.connect() as connection:
+            held = await connection.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND pid <> pg_backend_pid()"
+                )
+            )
+        await observer.dispose()
+    assert {response.status_code for response in responses} == {201}
+    assert 3 <= int(held or 0) <= 15

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
-from sqlalchemy import URL, text
+from sqlalchemy import URL, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from {{ cookiecutter.project_slug }}.client_limits import with_request_timeout
@@ -74,6 +74,61 @@ async def test_five_hundred_concurrent_requests(engine: AsyncEngine) -> None:
         assert statuses == [200, 201]
         assert await settled(engine) == (0, 0)
     assert await count_tutorials(engine, "load ") == 201
+
+
+# Steady load from a process of its own (the server's loop gets this process's CPU to
+# itself, as behind a real client): `concurrency` users, each sending `requests` writes and
+# reads of the tutorial `seed`, every answer checked.
+STEADY_LOAD = """
+import asyncio, sys, httpx
+base_url, seed, concurrency, requests = sys.argv[1], *map(int, sys.argv[2:])
+async def user(client):
+    for number in range(requests):
+        created = await client.post("/tutorials", json={"name": f"steady {number}"})
+        read = await client.get(f"/tutorials/{seed}")
+        assert (created.status_code, read.status_code) == (201, 200), created.text
+async def main():
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
+        await asyncio.gather(*(user(client) for _ in range(concurrency)))
+asyncio.run(main())
+"""
+
+
+async def steady_load(base_url: str, seed: int, concurrency: int, requests: int) -> None:
+    arguments = (base_url, *map(str, (seed, concurrency, requests)))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", STEADY_LOAD, *arguments, stderr=asyncio.subprocess.PIPE
+    )
+    _, errors = await process.communicate()
+    assert process.returncode == 0, errors.decode()
+
+
+@pytest.mark.commits
+async def test_steady_load_opens_no_connection(engine: AsyncEngine) -> None:
+    """Once the pool is full, steady load at c=1, 64 and 200 (writes and reads) opens no new
+    connection: the pool (30 + 0 by default) closes none it opened; requests beyond it wait."""
+    connects: list[object] = []
+
+    def count(*_: object) -> None:
+        connects.append(_)
+
+    async with serving(create_app()) as base_url:
+        async with engine.begin() as connection:
+            insert = "INSERT INTO tutorials (name) VALUES ('seed') RETURNING tutorial_id"
+            seed = int(await connection.scalar(text(insert)))
+        size = engine.pool.size()  # type: ignore[attr-defined]
+        held = [await engine.connect() for _ in range(size)]  # fill the pool: every one opened
+        for connection in held:
+            await connection.close()
+        event.listen(engine.sync_engine, "connect", count)
+        try:
+            for concurrency, requests in ((1, 30), (64, 5), (200, 2)):
+                await steady_load(base_url, seed, concurrency, requests)
+        finally:
+            event.remove(engine.sync_engine, "connect", count)
+        assert engine.pool.checkedin() == size  # type: ignore[attr-defined]
+    assert connects == []
 
 
 @pytest.mark.commits

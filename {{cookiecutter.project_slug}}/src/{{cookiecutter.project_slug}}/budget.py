@@ -45,9 +45,11 @@ class Budget:
             f"connections (DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW) = {self.needed}, but the "
             f"server allows {self.available} (max_connections {self.max_connections} - "
             f"{self.reserved} reserved), shared with every other client: under load, "
-            f"connections will be refused. Lower DATABASE_POOL_SIZE / DATABASE_MAX_OVERFLOW "
-            f"to fit {self.available // self.processes} per process, run fewer processes, "
-            f"raise max_connections, or put PgBouncer in front (DATABASE_PGBOUNCER=true)"
+            f"connections will be refused. Set DATABASE_CONNECTION_BUDGET to this deployment's "
+            f"share of {self.available} (each process then takes its part), or lower "
+            f"DATABASE_POOL_SIZE / DATABASE_MAX_OVERFLOW to fit "
+            f"{self.available // self.processes} per process, run fewer processes, raise "
+            f"max_connections, or put PgBouncer in front (DATABASE_PGBOUNCER=true)"
         )
 
 
@@ -58,7 +60,7 @@ async def connection_budget(engine: AsyncEngine, settings: Settings, processes: 
     max_connections, superuser_reserved, reserved = limits
     return Budget(
         processes=processes,
-        per_process=settings.database_pool_size + settings.database_max_overflow,
+        per_process=sum(settings.pool_limits),
         max_connections=max_connections,
         reserved=superuser_reserved + reserved,
     )

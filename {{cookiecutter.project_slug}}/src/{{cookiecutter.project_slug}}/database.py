@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from . import connections
+from .fair_pool import FairQueuePool
 from .settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -79,9 +80,12 @@ def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
             # tell from their own; the driver's message names the host, never the password.
             raise connections.ConnectError(f"cannot connect to the database: {error!r}") from error
 
+    pool_size, max_overflow = settings.pool_limits
     pooling: dict[str, Any] = {
-        "pool_size": settings.database_pool_size,
-        "max_overflow": settings.database_max_overflow,
+        # Tasks waiting for a connection are served in arrival order (fair_pool.py).
+        "poolclass": FairQueuePool,
+        "pool_size": pool_size,
+        "max_overflow": max_overflow,
         "pool_timeout": settings.database_pool_timeout,
         "pool_recycle": settings.database_pool_recycle,
     }

@@ -3,7 +3,7 @@
 from collections.abc import Iterable, Sequence
 from typing import cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Row, Table, bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .models import Tutorial
@@ -12,6 +12,9 @@ from .models import Tutorial
 TUTORIALS = cast(Table, Tutorial.__table__)
 INSERT_TUTORIAL = insert(TUTORIALS).returning(TUTORIALS.c.tutorial_id)
 INSERT_TUTORIAL_OBJECT = insert(Tutorial).returning(Tutorial)
+SELECT_TUTORIAL = select(TUTORIALS.c.tutorial_id, TUTORIALS.c.name).where(
+    TUTORIALS.c.tutorial_id == bindparam("tutorial_id")
+)
 
 
 async def save_tutorial(session: AsyncSession, name: str) -> Tutorial:
@@ -34,6 +37,17 @@ async def insert_tutorial(session: AsyncSession, name: str) -> int:
     object comes back and the session does not track the row.
     """
     return int((await session.execute(INSERT_TUTORIAL, {"name": name})).scalar_one())
+
+
+async def find_tutorial(session: AsyncSession, tutorial_id: int) -> Row[int, str] | None:
+    """The tutorial's `tutorial_id` and `name` as a row, or None: the fast path for hot reads.
+
+    One Core SELECT of the two columns in the session's transaction: no `Tutorial` object is
+    built or tracked (use `session.get(Tutorial, tutorial_id)` to change it or follow its
+    relationships).
+    """
+    result = await session.execute(SELECT_TUTORIAL, {"tutorial_id": tutorial_id})
+    return result.first()
 
 
 async def list_tutorials(session: AsyncSession) -> Sequence[Tutorial]:

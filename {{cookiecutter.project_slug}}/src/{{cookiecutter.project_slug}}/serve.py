@@ -10,14 +10,14 @@ or Ctrl+C, skips the drain. The two together stay below the orchestrator's grace
 
 One process: run more replicas rather than workers, each with its own drain. At startup it
 checks the connection budget of WEB_CONCURRENCY processes (default 1; set it to all the
-processes that share the server, replicas x workers) and warns once when it does not hold.
+processes that share the server, replicas x workers; with DATABASE_CONNECTION_BUDGET each
+process's pool is its share) and warns once when it does not hold.
 """
 
 import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
 import time
@@ -136,7 +136,7 @@ def main(arguments: list[str] | None = None) -> int:
         # The project's one log format (LOG_FORMAT, LOG_LEVEL) for uvicorn's lines too.
         log_config=logging_config(settings),
     )
-    check_budget(settings, int(os.environ.get("WEB_CONCURRENCY") or 1))
+    check_budget(settings, settings.web_concurrency)
     # uvicorn raises Ctrl+C's SIGINT again once it has stopped: not an error here.
     with contextlib.suppress(KeyboardInterrupt):
         DrainingServer(config, app, settings.shutdown_drain_seconds).run()

@@ -6,7 +6,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -42,6 +49,10 @@ PARAMETERS = frozenset(
     {*CHOICES, *SSL_FILES, "sslpassword", "host", "port", "passfile", "service", "options"}
     | {"application_name", "connect_timeout", "prepared_statement_cache_size"}
 )
+# The fewest connections a budget may leave a process: migrating takes two at once (env.py
+# holds its lock on a second connection), and with one the startup migration would wait
+# for itself until the pool timeout.
+MIN_POOL = 2
 AUTHORITY = re.compile(
     r"(?P<start>[\w+]+://(?:[^:/]*(?::[^@]*)?@)?)(?P<hosts>[^/?]*)(?P<rest>.*)", re.S
 )
@@ -222,10 +233,20 @@ class Settings(BaseSettings):
     # A secret: pydantic shows it as '**********' in repr, str and validation errors.
     database_url: SecretStr
     database_echo: bool = False
-    # Kept open: covers typical concurrency, so steady load opens no connections (README).
-    database_pool_size: int = 20
+    # Connections a process keeps open once used. No overflow by default: a web process's
+    # checked-out connections swing around any limit as requests come and go, and with overflow
+    # every connection returned to a full pool was closed and the next burst logged in anew
+    # (~40 new connections per 1,000 requests at c=64). A caller beyond the pool waits its turn
+    # (in arrival order) instead. 30 + 0: one process's steady concurrency, and three processes
+    # fit a default server's 97 connections (README, "The connection budget").
+    database_pool_size: int = Field(default=30, ge=1)
     # Opened for bursts beyond the pool, closed again when returned to a full pool.
-    database_max_overflow: int = 10
+    database_max_overflow: int = Field(default=0, ge=0)
+    # The connections all of this deployment's processes may hold together; set, each process
+    # sizes its pool from it: DATABASE_CONNECTION_BUDGET // WEB_CONCURRENCY, no overflow.
+    database_connection_budget: int | None = Field(default=None, ge=1)
+    # The processes sharing the server (replicas x workers). uvicorn reads it as its --workers.
+    web_concurrency: int = Field(default=1, ge=1)
     database_pool_timeout: float = 30.0
     # Recycle before common server/proxy idle timeouts close a connection under us.
     database_pool_recycle: int = 1800
@@ -289,12 +310,41 @@ class Settings(BaseSettings):
             raise ValueError(str(error).replace("DATABASE_URL", variable)) from None
         return value
 
+    @model_validator(mode="after")
+    def _check_pool_limits(self) -> "Settings":
+        """A budget decides the pool: refused beside an explicit pool size, or too small."""
+        if self.database_connection_budget is None:
+            return self
+        explicit = {"database_pool_size", "database_max_overflow"} & self.model_fields_set
+        if explicit:
+            raise ValueError(
+                "DATABASE_CONNECTION_BUDGET sizes the pool itself: unset "
+                + " and ".join(sorted(name.upper() for name in explicit))
+            )
+        if self.database_connection_budget < MIN_POOL * self.web_concurrency:
+            raise ValueError(
+                f"DATABASE_CONNECTION_BUDGET={self.database_connection_budget} leaves less than "
+                f"{MIN_POOL} connections to each of WEB_CONCURRENCY={self.web_concurrency} "
+                "processes (a migration on startup takes two)"
+            )
+        return self
+
+    @property
+    def pool_limits(self) -> tuple[int, int]:
+        """This process's (pool size, max overflow): DATABASE_CONNECTION_BUDGET shared by
+        WEB_CONCURRENCY processes when a budget is set, else DATABASE_POOL_SIZE and
+        DATABASE_MAX_OVERFLOW."""
+        if self.database_connection_budget is None:
+            return self.database_pool_size, self.database_max_overflow
+        return self.database_connection_budget // self.web_concurrency, 0
+
     def for_migrations(self) -> "Settings":
         """These settings with DATABASE_MIGRATION_URL as the URL, when it is set: a direct
         connection, so without PgBouncer's transaction-mode workarounds."""
         if self.database_migration_url is None:
             return self
-        values = {name: getattr(self, name) for name in type(self).model_fields}
+        # Only the fields given: a default given explicitly would count as chosen.
+        values = {name: getattr(self, name) for name in self.model_fields_set}
         values |= {"database_url": self.database_migration_url, "database_pgbouncer": False}
         return type(self).model_validate(values)
 
@@ -317,5 +367,9 @@ def get_settings() -> Settings:
 
 def invalid_settings(error: ValidationError) -> str:
     """One line for the command line: each invalid setting by its variable, and why."""
-    problems = "; ".join(f"{str(p['loc'][0]).upper()}: {p['msg']}" for p in error.errors())
+    problems = "; ".join(
+        # A check of several settings together (loc ()) names them in its message.
+        f"{str(p['loc'][0]).upper()}: {p['msg']}" if p["loc"] else p["msg"]
+        for p in error.errors()
+    )
     return f"error: invalid settings: {problems}"
