@@ -51,7 +51,7 @@ def test_adversarial_credentials_work_end_to_end(
     baked = bake(cookies, postgres, password, db_user=user, db_name=database)
     venv = project / ".venv"  # the same code, installed once; the baked .env is what differs
     check_connects(baked, venv)
-    run(baked, "pytest", "-q", "-p", "no:cacheprovider", venv=venv)
+    run(baked, "pytest", "-q", "-p", "no:cacheprovider", "-n", "auto", venv=venv)  # as make test
     assert [path for path in files_holding(baked, password) if path.name != ".env"] == []
 
 
