@@ -305,21 +305,26 @@ class Variants:
             await connection.execute("TRUNCATE tutorials")
 
 
+# How the plumbing's tests run PgBouncer (plain functions, no Jinja: loaded as it is).
+SERVERS = Path(__file__).resolve().parents[1] / "tests" / "plumbing" / "servers.py"
+
+
 def load_servers_module() -> ModuleType:
-    """The baked project's tests/servers.py (how its tests run PgBouncer)."""
-    spec = importlib.util.spec_from_file_location("servers", Path("tests") / "servers.py")
+    """The template's tests/plumbing/servers.py, working on the bake we run in."""
+    spec = importlib.util.spec_from_file_location("servers", SERVERS)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    module.PROJECT_ROOT = Path.cwd()  # its scripts/local_postgres.py is the bake's
     return module
 
 
 def pgbouncer(url: URL) -> AbstractContextManager[URL | None]:
     """PgBouncer (transaction mode) in front of `url`'s server while in use, if installed."""
-    servers = load_servers_module() if (Path("tests") / "servers.py").is_file() else None
-    binary = servers.find_pgbouncer() if servers else None
-    if servers is None or binary is None:
+    servers = load_servers_module()
+    binary = servers.find_pgbouncer()
+    if binary is None:
         return nullcontext()
     return servers.running_pgbouncer(binary, url)  # type: ignore[no-any-return]
 

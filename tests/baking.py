@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+import jinja2
 import pytest
 import yaml
 
@@ -23,6 +24,11 @@ TEMPLATE = Path(__file__).resolve().parents[1]
 TEMPLATE_UV = Path(sys.executable).with_name("uv")
 UV_ENV = {"UV_PYTHON": sys.executable, "UV_PYTHON_DOWNLOADS": "never"}
 CHECK_JSONSCHEMA = str(Path(sys.executable).with_name("check-jsonschema"))
+# The plumbing's tests (see add_plumbing_tests); web/ holds the web service's.
+PLUMBING = Path(__file__).with_name("plumbing")
+# What they need beside the bake's dev group: certificates for the TLS tests, and the tracing
+# packages of the bake's `otel` extra (for a bake with the web service).
+PLUMBING_REQUIREMENTS = ("trustme>=1.2",)
 
 
 def files_holding(root: Path, secret: str) -> list[Path]:
@@ -62,8 +68,44 @@ def run(
 
 def install(project: Path) -> None:
     """The baked `make install` with the template's own uv: the project and its dev group into
-    its own .venv, and the embedded PostgreSQL binaries where this machine has none."""
+    its own .venv, and the embedded PostgreSQL binaries where this machine has none; then what
+    the plumbing's tests need, if the bake has them."""
     run(project, "make", "install", f"UV={TEMPLATE_UV} --quiet", **UV_ENV)
+    if requirements := plumbing_requirements(project):
+        venv_python = ("--python", str(project / ".venv" / "bin" / "python"))
+        run(project, str(TEMPLATE_UV), "pip", "install", "--quiet", *venv_python, *requirements)
+
+
+def add_plumbing_tests(project: Path) -> None:
+    """Put the plumbing's tests into a bake, as `tests/plumbing/`, rendered for it, and install
+    what they need into its .venv; return those requirements (for another venv).
+
+    They test what the bake gives its user, not what the user writes: resilience under restarts
+    and cancellation, PgBouncer, the URL and TLS matrices, replicas, the migration lock, the web
+    server's limits and drain, the logs, metrics and traces. The bake's own tests stay the
+    user's (repository, routes, the migration round trip, get_session()'s contract); these run
+    beside them, on every bake the template tests, through the bake's own conftest, pytest
+    configuration and lint. `install` then installs what they need besides.
+    """
+    web = (project / "web.mk").exists()
+    context = {"project_slug": project.name}
+    environment = jinja2.Environment(keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    for source in sorted(PLUMBING.rglob("*.py")):
+        relative = source.relative_to(PLUMBING)
+        if relative.parts[0] == "web" and not web:
+            continue
+        target = project / "tests" / "plumbing" / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        template = environment.from_string(source.read_text(encoding="utf-8"))
+        target.write_text(template.render(cookiecutter=context), encoding="utf-8")
+
+
+def plumbing_requirements(project: Path) -> tuple[str, ...]:
+    """What the plumbing's tests in `project` need beside its dev group (`uv pip install` args)."""
+    if not (project / "tests" / "plumbing").exists():
+        return ()
+    web = (project / "tests" / "plumbing" / "web").exists()
+    return (*PLUMBING_REQUIREMENTS, "-e", ".[otel]") if web else PLUMBING_REQUIREMENTS
 
 
 @contextmanager

@@ -9,8 +9,11 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from .baking import bake, install, password_in_environment
+from .baking import add_plumbing_tests, bake, install, password_in_environment
 from .postgres import Postgres, load_local_postgres, throwaway_server
+
+# The plumbing's tests run inside bakes (baking.add_plumbing_tests), not here.
+collect_ignore = ["plumbing"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -44,7 +47,9 @@ def postgres() -> Iterator[Postgres]:
 
 @pytest.fixture(scope="session")
 def project(cookies_session: Any, postgres: Postgres) -> Path:
-    """One project baked with the defaults (on the test server's port) and installed."""
+    """One project baked with the defaults (on the test server's port), with the plumbing's
+    tests, installed."""
     baked = bake(cookies_session, postgres)
+    add_plumbing_tests(baked)
     install(baked)
     return baked

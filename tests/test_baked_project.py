@@ -14,7 +14,16 @@ from typing import Any
 
 import pytest
 
-from .baking import TEMPLATE_UV, UV_ENV, bake, install, project_env, run
+from .baking import (
+    TEMPLATE_UV,
+    UV_ENV,
+    add_plumbing_tests,
+    bake,
+    install,
+    plumbing_requirements,
+    project_env,
+    run,
+)
 from .postgres import Postgres, free_port
 
 SCHEMATHESIS = str(Path(sys.executable).with_name("schemathesis"))
@@ -22,10 +31,11 @@ SCHEMATHESIS = str(Path(sys.executable).with_name("schemathesis"))
 
 @pytest.fixture(scope="module")
 def web_project(cookies_session: Any, postgres: Postgres) -> Path:
-    """A bake with the web service, installed and migrated."""
+    """A bake with the web service and the plumbing's tests, installed and migrated."""
     # Its own slug, so its own role and database: provisioning the default slug's role again
     # would change the password the shared bake's .env holds.
     baked = bake(cookies_session, postgres, project_slug="web_service", web_framework="fastapi")
+    add_plumbing_tests(baked)
     install(baked)
     run(baked, "alembic", "upgrade", "head")
     return baked
@@ -49,7 +59,7 @@ def any_project(request: pytest.FixtureRequest) -> Path:
 )
 def test_baked_tool_passes(any_project: Path, command: tuple[str, ...]) -> None:
     """The baked project's lint (ruff, mypy, zizmor), pytest and pre-commit config pass, skipping
-    none."""
+    none: on its own tests and the plumbing's."""
     result = run(any_project, *command)
     assert " skipped" not in result.stdout  # PgBouncer and restart tests need their binaries
 
@@ -113,6 +123,7 @@ def test_the_oldest_versions_allowed_pass_the_tests(web_project: Path, tmp_path:
     venv = tmp_path / "lowest"
     run(web_project, str(TEMPLATE_UV), "venv", "--quiet", str(venv), **UV_ENV)
     lowest = ("--resolution", "lowest-direct", "-e", ".", "--group", "dev")
+    lowest += plumbing_requirements(web_project)
     into = ("--python", str(venv / "bin" / "python"))
     run(web_project, str(TEMPLATE_UV), "pip", "install", "--quiet", *into, *lowest, **UV_ENV)
     # Bounded: an old version that hangs must fail the run, not stall it.

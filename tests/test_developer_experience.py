@@ -474,7 +474,9 @@ def test_the_templates_own_ci_runs_make_test_on_a_postgres_service() -> None:
 
 def test_the_templates_own_ci_bakes_on_macos_and_windows() -> None:
     """The template's workflow also bakes with the defaults and runs the hooks' unit tests on
-    macOS and Windows, from the oldest supported Python."""
+    macOS and Windows, from the oldest supported Python; then bakes the web service, installs,
+    lints and tests it against a PostgreSQL on the runner: make on macOS, the README's uv run
+    commands on Windows."""
     workflow = load_yaml(TEMPLATE / ".github" / "workflows" / "ci.yml")
     job = workflow["jobs"]["hooks"]  # check_schema ran on the same file above
     systems = job["strategy"]["matrix"]["os"]
@@ -483,7 +485,14 @@ def test_the_templates_own_ci_bakes_on_macos_and_windows() -> None:
     assert "3.11" in job["strategy"]["matrix"]["python-version"]
     runs = [step["run"] for step in job["steps"] if "run" in step]
     assert any(run.startswith("uv run cookiecutter --no-input . ") for run in runs)
-    assert runs[-1].startswith("uv run pytest tests/test_hooks.py")
+    assert "uv run pytest tests/test_hooks.py -p no:cacheprovider" in runs
+    by_system = {step["if"]: step["run"] for step in job["steps"] if "if" in step}
+    assert "web_framework=fastapi" in by_system["runner.os == 'macOS'"]
+    assert by_system["runner.os == 'macOS'"].rstrip().endswith("make install db lint test")
+    windows = by_system["runner.os == 'Windows'"].splitlines()
+    assert "web_framework=fastapi" in windows[0]
+    assert "uv run ruff check . && uv run ruff format --check . && uv run mypy --strict" in windows
+    assert windows[-1].strip() == "uv run pytest -n auto"
 
 
 def test_pre_commit_runs_the_projects_own_ruff(baked: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .baking import TEMPLATE, bake, files_holding, read_env, run
+from .baking import TEMPLATE, add_plumbing_tests, bake, files_holding, read_env, run
 from .postgres import Postgres
 
 # Text a user could type. Cookiecutter renders answers given on its command line as Jinja, so
@@ -49,6 +49,7 @@ def test_adversarial_credentials_work_end_to_end(
     """Migrations, the demo and the baked tests all connect with the answers, from .env alone;
     no file but .env holds the password."""
     baked = bake(cookies, postgres, password, db_user=user, db_name=database)
+    add_plumbing_tests(baked)
     venv = project / ".venv"  # the same code, installed once; the baked .env is what differs
     check_connects(baked, venv)
     run(baked, "pytest", "-q", "-p", "no:cacheprovider", "-n", "auto", venv=venv)  # as make test

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from sqlalchemy import URL
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 @functools.cache

@@ -27,7 +27,7 @@ from {{ cookiecutter.project_slug }}.settings import Settings
 
 from .conftest import settings_for
 from .servers import SMALL_SERVER, running_server
-from .test_migrations import current_revisions, head, with_a_revision
+from .test_migration_lock import current_revisions, head, with_a_revision
 
 # A revision as users write them: ALTER TABLE needs the table's strongest lock, which waits
 # for every transaction that has so much as read the table.

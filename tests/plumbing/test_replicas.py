@@ -28,8 +28,8 @@ from {{ cookiecutter.project_slug }}.migrations import upgrade
 from {{ cookiecutter.project_slug }}.models import Tutorial
 from {{ cookiecutter.project_slug }}.settings import Settings
 
+from ..server_state import count_tutorials
 from .conftest import settings_for
-from .server_state import count_tutorials
 from .servers import running_server, running_standby
 
 IN_RECOVERY = text("SELECT pg_is_in_recovery()")

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from {{ cookiecutter.project_slug }}.database import create_engine
 from {{ cookiecutter.project_slug }}.settings import Settings, connect_args, to_async_url
 
-from .conftest import DEVELOPMENT_URL
+from ..conftest import DEVELOPMENT_URL
 from .servers import PROJECT_ROOT
 
 PASSWORD = "p@ss:w/rd%41#?&=é 'q\"x"

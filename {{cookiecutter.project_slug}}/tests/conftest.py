@@ -9,20 +9,17 @@ everything a test does there, commits included, is undone when it ends.
 """
 
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import URL, event, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from {{ cookiecutter.project_slug }}.settings import Settings, get_settings
-
-from .servers import running_server
+from {{ cookiecutter.project_slug }}.settings import get_settings
 
 # Before the app's engine is built (on importing `database`), point the settings at the test
 # database, for this process and every process a test starts: no test can reach .env's.
@@ -52,11 +49,6 @@ get_settings.cache_clear()
 from {{ cookiecutter.project_slug }} import database  # noqa: E402  (after the switch)
 from {{ cookiecutter.project_slug }}.migrations import upgrade  # noqa: E402
 from {{ cookiecutter.project_slug }}.models import Base  # noqa: E402
-
-
-def settings_for(url: URL, **overrides: Any) -> Settings:
-    """The project's settings (.env and environment), pointed at another database."""
-    return Settings(database_url=SecretStr(url.render_as_string(hide_password=False)), **overrides)
 
 
 @asynccontextmanager
@@ -174,33 +166,9 @@ async def session() -> AsyncIterator[AsyncSession]:
 
 
 @pytest.fixture
-async def bind_get_session() -> AsyncIterator[Callable[..., AsyncEngine]]:
-    """A function that builds the app's engine for other settings (and engine options),
-    points `get_session()` at it until the test ends, and disposes of it then."""
-    engines: list[AsyncEngine] = []
-
-    def bind(settings: Settings, **options: Any) -> AsyncEngine:
-        engines.append(other := database.create_engine(settings, **options))
-        database.session_factory.configure(bind=other)
-        database.read_session_factory.configure(bind=other)
-        return other
-
-    yield bind
-    for other in engines:  # the autouse `isolated` fixture binds the app's engine again
-        await other.dispose()
-
-
-@pytest.fixture
 async def empty_engine() -> AsyncIterator[AsyncEngine]:
     """An engine on a new, empty database of its own (for migration tests)."""
     async with temporary_database(with_suffix(TEST_DATABASE, "migrations")) as url:
         engine = create_async_engine(url, poolclass=NullPool)
         yield engine
         await engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def own_server() -> Iterator[tuple[Any, URL]]:
-    """A PostgreSQL server of the module's own, to restart; skipped without server binaries."""
-    with running_server("restart_tester", "restarts") as server_and_url:
-        yield server_and_url

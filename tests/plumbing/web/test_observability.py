@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from {{ cookiecutter.project_slug }} import database
 from {{ cookiecutter.project_slug }}.web import Session, WebSettings, create_app
 
-from .captured_logs import captured_logs
-from .conftest import settings_for
-from .servers import PROJECT_ROOT, free_port
+from ..captured_logs import captured_logs
+from ..conftest import settings_for
+from ..servers import PROJECT_ROOT, free_port
 from .test_web_server import serving, settled
 
 PACKAGE = "{{ cookiecutter.project_slug }}"

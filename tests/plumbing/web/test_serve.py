@@ -16,9 +16,9 @@ from sqlalchemy.pool import NullPool
 
 from {{ cookiecutter.project_slug }}.database import create_engine
 
-from .conftest import settings_for
-from .server_state import count_tutorials
-from .servers import PROJECT_ROOT, SMALL_SERVER, free_port, running_server
+from ...server_state import count_tutorials
+from ..conftest import settings_for
+from ..servers import PROJECT_ROOT, SMALL_SERVER, free_port, running_server
 
 
 class Serving:

@@ -15,8 +15,8 @@ from opentelemetry.trace import SpanKind
 
 from {{ cookiecutter.project_slug }}.web import WebSettings, create_app
 
-from .captured_logs import captured_logs
-from .servers import PROJECT_ROOT
+from ..captured_logs import captured_logs
+from ..servers import PROJECT_ROOT
 from .test_web_server import serving
 
 PACKAGE = "{{ cookiecutter.project_slug }}"

@@ -19,9 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from {{ cookiecutter.project_slug }}.client_limits import with_request_timeout
 from {{ cookiecutter.project_slug }}.web import create_app
 
-from .server_state import count_tutorials, idle_in_transaction
-from .servers import PROJECT_ROOT, free_port
-from .test_web import add_failing_routes
+from ...server_state import count_tutorials
+from ..conftest import idle_in_transaction
+from ..servers import PROJECT_ROOT, free_port
+from .conftest import add_failing_routes
 
 
 @asynccontextmanager

@@ -1,6 +1,6 @@
-"""What the server itself says, for assertions: tutorials stored, transactions left open."""
+"""What the server itself says, for assertions: the tutorials stored."""
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from {{ cookiecutter.project_slug }}.models import Tutorial
@@ -13,15 +13,3 @@ async def count_tutorials(bind: AsyncSession | AsyncConnection | AsyncEngine, pr
         return (await bind.execute(statement)).scalar_one()
     async with bind.connect() as connection:
         return (await connection.execute(statement)).scalar_one()
-
-
-async def idle_in_transaction(engine: AsyncEngine) -> int:
-    """Backends of this database sitting in an open transaction (a leaked session)."""
-    async with engine.connect() as connection:
-        count = await connection.scalar(
-            text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND state LIKE 'idle in transaction%'"
-            )
-        )
-    return int(count or 0)
