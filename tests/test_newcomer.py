@@ -6,7 +6,10 @@ the block at the end of PATH, `create` writes PATH anew, `create_app` puts the b
 `create_app()` before `return app`, and `run` runs each line in the project as a shell command
 (with `.venv`'s tools first on PATH, as in the activated `.venv` the README names). A block's
 leading import lines go with the file's other imports, as the README asks; its `make fmt` then
-sorts them. So the README cannot drift from what is tested."""
+sorts them. So the README cannot drift from what is tested.
+
+Also: the template docs the baked README sends its reader to, and every relative link between
+the READMEs and those docs, exist."""
 
 import re
 from pathlib import Path
@@ -14,11 +17,12 @@ from typing import Any
 
 import pytest
 
-from .baking import bake, install, run
+from .baking import TEMPLATE, bake, install, run
 from .postgres import Postgres
 
 STEP = re.compile(r"^<!-- newcomer: (\w+) ?(\S*) -->\n```\w+\n(.*?)^```", re.M | re.S)
 IMPORT = re.compile(r"^(?:from|import) ")
+LINK = re.compile(r"\]\(([^)\s]+)\)")
 # Where `create_app` blocks go: the one `return app`, at the end of create_app().
 RETURN_APP = "\n    return app\n"
 
@@ -95,3 +99,31 @@ def test_the_readme_walk_adds_a_model_migration_route_and_test(
     assert re.search(rf"\b{len(names)} passed\b", outputs[-1]), outputs[-1]
     for name in names:
         assert f"tests/test_notes.py::{name} PASSED" in outputs[-1], outputs[-1]
+
+
+def anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives the headings of `markdown`."""
+    headings = re.findall(r"^#+ (.+)$", markdown, re.M)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+@pytest.mark.parametrize("web_framework", ["fastapi", "none"])
+def test_the_docs_the_readmes_name_are_there(cookies_session: Any, web_framework: str) -> None:
+    """The template docs a baked README names exist, and every relative link of the baked
+    README, the template README and the docs reaches a file and heading that exist."""
+    result = cookies_session.bake(extra_context={"web_framework": web_framework})
+    baked = Path(result.project_path) / "README.md"
+    named = set(re.findall(r"docs/\w+\.md", baked.read_text(encoding="utf-8")))
+    assert named == {"docs/design.md", "docs/operations.md"}
+    assert all((TEMPLATE / name).is_file() for name in named)
+    for page in [baked, TEMPLATE / "README.md", *(TEMPLATE / "docs").glob("*.md")]:
+        for target in LINK.findall(page.read_text(encoding="utf-8")):
+            if "://" in target:
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path) if path else page
+            assert linked.is_file(), f"{page.name}: {target}"
+            if anchor:
+                assert anchor in anchors(linked.read_text(encoding="utf-8")), (
+                    f"{page.name}: {target}"
+                )
