@@ -227,7 +227,7 @@ async def get_read_session() -> AsyncIterator[AsyncSession]:
     primary when it is unset or the replica cannot give a connection in time. The transaction
     ends when the block exits. A write in it, or an object added to it, raises
     `WriteInReadSessionError`. A replica lags: a read right after a write may not see it;
-    read what you just wrote with `get_session()` (README, "Scaling past one server").
+    read what you just wrote with `get_session()` (the template's docs/operations.md).
     """
     session = await replica_session()
     token = connections.in_read_session.set(True)

@@ -44,7 +44,7 @@ class ServeSettings(WebSettings):
     """The web service's settings, plus its shutdown timing (seconds)."""
 
     # /ready answers 503 this long while requests are still served: a readiness probe
-    # every 2 s (README) with failureThreshold 1 notices within it.
+    # every 2 s (the template's docs/operations.md) with failureThreshold 1 notices within it.
     shutdown_drain_seconds: float = 5.0
     # Then requests in flight get this long to finish; longer ones are cancelled. Keep
     # drain + grace below the orchestrator's grace period (30 s by default), and

@@ -41,9 +41,9 @@ CHOICES = {
     "channel_binding": frozenset({"disable", "prefer"}),
 }
 SSL_FILES = ("sslrootcert", "sslcert", "sslkey", "sslcrl")
-# The query parameters that work (README, "Configure"). asyncpg reads them from the DSN as
-# libpq does, but for connect_timeout and prepared_statement_cache_size (arguments, passed
-# here), and sends application_name and options to the server at startup, as libpq does.
+# The query parameters that work (the template's docs/operations.md). asyncpg reads them from
+# the DSN as libpq does, but for connect_timeout and prepared_statement_cache_size (arguments,
+# passed here), and sends application_name and options to the server at startup, as libpq does.
 # Any other is refused: asyncpg would send it to the server as a setting; libpq refuses it.
 PARAMETERS = frozenset(
     {*CHOICES, *SSL_FILES, "sslpassword", "host", "port", "passfile", "service", "options"}
@@ -238,7 +238,7 @@ class Settings(BaseSettings):
     # every connection returned to a full pool was closed and the next burst logged in anew
     # (~40 new connections per 1,000 requests at c=64). A caller beyond the pool waits its turn
     # (in arrival order) instead. 30 + 0: one process's steady concurrency, and three processes
-    # fit a default server's 97 connections (README, "The connection budget").
+    # fit a default server's 97 connections (the template's docs/operations.md).
     database_pool_size: int = Field(default=30, ge=1)
     # Opened for bursts beyond the pool, closed again when returned to a full pool.
     database_max_overflow: int = Field(default=0, ge=0)
@@ -277,8 +277,8 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "text", "json"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     # A replica (hot standby) for get_read_session(), in any form DATABASE_URL takes; unset or
-    # empty: reads run on the primary, with no second engine or pool (README, "Scaling past
-    # one server").
+    # empty: reads run on the primary, with no second engine or pool (the template's
+    # docs/operations.md, "Replicas and failover").
     database_read_url: SecretStr | None = None
     # Seconds a read waits for a replica connection (pool or connect) before it runs on the
     # primary instead: a replica that is down costs each read this much at most.

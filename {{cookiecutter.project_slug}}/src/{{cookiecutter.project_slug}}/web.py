@@ -280,7 +280,7 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     async def create_tutorial(
         body: TutorialCreate, session: Session, response: Response
     ) -> TutorialRead:
-        # A hot route: the Core fast path, no ORM object to build (README, "Core or the ORM").
+        # A hot route: the Core fast path, no ORM object to build (docs/design.md, template).
         tutorial_id = await insert_tutorial(session, body.name)
         response.headers["Location"] = app.url_path_for(
             "read_tutorial", tutorial_id=str(tutorial_id)
