@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI, HTTPException
-from httpx import ASGITransport, AsyncClient
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -16,6 +15,7 @@ from {{ cookiecutter.project_slug }} import database
 from {{ cookiecutter.project_slug }}.repository import save_tutorial
 from {{ cookiecutter.project_slug }}.web import ReadSession, Session, create_app
 
+from ...test_web import client  # noqa: F401  (the fixture: its `app` is the one here)
 from ..conftest import settings_for
 from ..servers import free_port
 
@@ -60,14 +60,6 @@ async def app(engine: AsyncEngine) -> AsyncIterator[FastAPI]:
     add_failing_routes(app)
     async with LifespanManager(app):
         yield app
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
-    """An HTTP client calling the app in-process; app errors come back as responses."""
-    transport = ASGITransport(app=app, raise_app_exceptions=False)
-    async with AsyncClient(transport=transport, base_url="http://test") as client:
-        yield client
 
 
 @pytest.fixture

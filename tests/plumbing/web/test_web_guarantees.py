@@ -20,15 +20,6 @@ from ..conftest import settings_for
 from ..test_replicas import Pair, pair, replayed, route  # noqa: F401  (fixtures: pair, route)
 from ..test_resilience import SilentProxy
 
-ROUTES = {
-    ("GET", "/health"),
-    ("GET", "/ready"),
-    ("POST", "/tutorials"),
-    ("GET", "/tutorials"),
-    ("GET", "/tutorials/{tutorial_id}"),
-    ("DELETE", "/tutorials/{tutorial_id}"),
-}
-
 
 @pytest.mark.usefixtures("unreachable_database")
 async def test_health_asks_no_database(client: AsyncClient) -> None:
