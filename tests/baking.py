@@ -26,8 +26,7 @@ UV_ENV = {"UV_PYTHON": sys.executable, "UV_PYTHON_DOWNLOADS": "never"}
 CHECK_JSONSCHEMA = str(Path(sys.executable).with_name("check-jsonschema"))
 # The plumbing's tests (see add_plumbing_tests); web/ holds the web service's.
 PLUMBING = Path(__file__).with_name("plumbing")
-# What they need beside the bake's dev group: certificates for the TLS tests, and the tracing
-# packages of the bake's `otel` extra (for a bake with the web service).
+# What they need beside the bake's dev group: certificates for the TLS tests.
 PLUMBING_REQUIREMENTS = ("trustme>=1.2",)
 
 
@@ -102,10 +101,7 @@ def add_plumbing_tests(project: Path) -> None:
 
 def plumbing_requirements(project: Path) -> tuple[str, ...]:
     """What the plumbing's tests in `project` need beside its dev group (`uv pip install` args)."""
-    if not (project / "tests" / "plumbing").exists():
-        return ()
-    web = (project / "tests" / "plumbing" / "web").exists()
-    return (*PLUMBING_REQUIREMENTS, "-e", ".[otel]") if web else PLUMBING_REQUIREMENTS
+    return PLUMBING_REQUIREMENTS if (project / "tests" / "plumbing").exists() else ()
 
 
 @contextmanager
