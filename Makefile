@@ -32,17 +32,17 @@ lint: install ## Lint the template's own Python (hooks, tests, extension)
 test: lint pgbouncer ## Everything: generation, hooks, and each baked project's own tools on real PostgreSQL
 	$(BIN)/pytest
 
-# PgBouncer, for the baked project's pooler tests: apt-get installs it when we may (root, or
-# passwordless sudo as on CI runners); otherwise one line says what to install.
+# PgBouncer, for the plumbing's pooler tests (tests/plumbing): apt-get installs it when we may
+# (root, or passwordless sudo as on CI runners); otherwise one line says what to install.
 pgbouncer:
 	@command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || { \
 	  sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo -n); \
 	  if command -v apt-get >/dev/null && { [ -z "$$sudo" ] || sudo -n true 2>/dev/null; }; then \
-	    echo "Installing PgBouncer (apt-get) for the baked project's pooler tests"; \
+	    echo "Installing PgBouncer (apt-get) for the plumbing's pooler tests (tests/plumbing)"; \
 	    $$sudo apt-get update -qq && \
 	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null; \
 	  else \
-	    echo "The baked project's pooler tests need PgBouncer: install it (Debian/Ubuntu: sudo apt-get install pgbouncer; macOS: brew install pgbouncer)" >&2; \
+	    echo "The plumbing's pooler tests (tests/plumbing) need PgBouncer: install it (Debian/Ubuntu: sudo apt-get install pgbouncer; macOS: brew install pgbouncer)" >&2; \
 	    exit 1; \
 	  fi; }
 

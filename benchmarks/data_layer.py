@@ -424,7 +424,7 @@ async def bench_reads(
     variants: Variants, settings_module: ModuleType, rounds: int, results: Results
 ) -> list[str]:
     """Primary-key reads on a primary and its streaming standby, both the benchmark's own
-    (tests/servers.py); the names of the variants."""
+    (the template's tests/plumbing/servers.py); the names of the variants."""
     servers = load_servers_module()
     database = variants.database
     with (

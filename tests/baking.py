@@ -76,15 +76,15 @@ def install(project: Path) -> None:
 
 
 def add_plumbing_tests(project: Path) -> None:
-    """Put the plumbing's tests into a bake, as `tests/plumbing/`, rendered for it, and install
-    what they need into its .venv; return those requirements (for another venv).
+    """Put the plumbing's tests into a bake, as `tests/plumbing/`, rendered for it (`install`
+    then installs what they need beside the bake's dev group).
 
     They test what the bake gives its user, not what the user writes: resilience under restarts
     and cancellation, PgBouncer, the URL and TLS matrices, replicas, the migration lock, the web
     server's limits and drain, the logs, metrics and traces. The bake's own tests stay the
     user's (repository, routes, the migration round trip, get_session()'s contract); these run
     beside them, on every bake the template tests, through the bake's own conftest, pytest
-    configuration and lint. `install` then installs what they need besides.
+    configuration and lint.
     """
     web = (project / "web.mk").exists()
     context = {"project_slug": project.name}

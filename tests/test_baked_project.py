@@ -64,6 +64,14 @@ def test_baked_tool_passes(any_project: Path, command: tuple[str, ...]) -> None:
     assert " skipped" not in result.stdout  # PgBouncer and restart tests need their binaries
 
 
+@pytest.mark.parametrize("system", ["win32", "darwin"])
+def test_the_bake_type_checks_for_windows_and_macos(any_project: Path, system: str) -> None:
+    """mypy --strict as on those systems (where the CI job runs the bake's lint): a POSIX-only
+    call must sit where mypy sees the platform (an if/else, not after an early return)."""
+    paths = ("src", "scripts", "alembic", "tests", "--exclude", "tests/plumbing/")
+    run(any_project, "mypy", "--strict", "--platform", system, *paths)
+
+
 @contextmanager
 def serving(project: Path, *command: str) -> Iterator[str]:
     """`command` (given `{port}` to serve on) running in `project` until exit: its base URL,

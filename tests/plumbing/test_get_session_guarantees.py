@@ -63,13 +63,6 @@ async def save_then_fail(name: str) -> None:
         raise LookupError(f"failed after saving {name}")
 
 
-async def test_rolls_back_when_the_block_raises(session: AsyncSession) -> None:
-    """It rolls back when the block raises, and the error reaches the caller unchanged."""
-    with pytest.raises(LookupError, match="failed after saving doomed"):
-        await save_then_fail("doomed")
-    assert await count_tutorials(session, "doomed") == 0
-
-
 async def test_rolls_back_when_the_task_is_cancelled(session: AsyncSession) -> None:
     """It rolls back when the task running the block is cancelled after a flush."""
     flushed = asyncio.Event()

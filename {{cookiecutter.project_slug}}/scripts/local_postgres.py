@@ -179,26 +179,26 @@ def server_user() -> str | None:
 
 def ensure_user(user: str) -> None:
     """Create the server's system user, as Debian's postgresql package would, if missing."""
-    assert sys.platform != "win32"  # only root needs it (server_user)
-    try:
-        pwd.getpwnam(user)
-        return
-    except KeyError:
-        pass
-    result = subprocess.run(
-        [
-            *("useradd", "--system", "--user-group", "--no-create-home"),
-            *("--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", user),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        raise SystemExit(
-            f"Running as root, the server needs an unprivileged user {user!r}; creating it"
-            f" failed ({result.stderr.strip()}): create it, or run this as a normal user."
+    if sys.platform != "win32":  # only root needs it (server_user)
+        try:
+            pwd.getpwnam(user)
+            return
+        except KeyError:
+            pass
+        result = subprocess.run(
+            [
+                *("useradd", "--system", "--user-group", "--no-create-home"),
+                *("--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", user),
+            ],
+            capture_output=True,
+            text=True,
         )
-    print(f"Created the system user {user!r} to run PostgreSQL, which refuses to run as root")
+        if result.returncode != 0:
+            raise SystemExit(
+                f"Running as root, the server needs an unprivileged user {user!r}; creating it"
+                f" failed ({result.stderr.strip()}): create it, or run this as a normal user."
+            )
+        print(f"Created the system user {user!r} to run PostgreSQL, which refuses to run as root")
 
 
 def shared_root() -> Path:
@@ -321,8 +321,7 @@ class Server:
 
     def hand_over(self, *paths: Path) -> None:
         """Make `paths` the server user's own (when we are root)."""
-        if self.run_as:
-            assert sys.platform != "win32"  # run_as: root's choice (server_user)
+        if self.run_as and sys.platform != "win32":  # run_as: root's choice (server_user)
             entry = pwd.getpwnam(self.run_as)
             for path in paths:
                 os.chown(path, entry.pw_uid, entry.pw_gid)
