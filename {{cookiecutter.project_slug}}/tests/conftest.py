@@ -113,8 +113,19 @@ async def empty_tables(engine: AsyncEngine) -> None:
         await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
 
 
+@pytest.fixture(scope="session")
+async def tests_engine(engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    """The engine of the tests' own transactions: the app's settings, a pool of its own, so an
+    app's lifespan that disposes the app's engine (its pool) leaves a test's connection alone."""
+    tests_engine = database.create_engine(get_settings(), pool_size=1)
+    yield tests_engine
+    await tests_engine.dispose()
+
+
 @pytest.fixture(autouse=True)
-async def isolated(request: pytest.FixtureRequest, engine: AsyncEngine) -> AsyncIterator[None]:
+async def isolated(
+    request: pytest.FixtureRequest, engine: AsyncEngine, tests_engine: AsyncEngine
+) -> AsyncIterator[None]:
     """Run the test in a transaction rolled back afterwards (`commits` tests: empty tables)."""
     commits = request.node.get_closest_marker("commits") is not None
     checkouts: list[bool] = []  # a connection was taken from the app's pool during the test
@@ -122,14 +133,12 @@ async def isolated(request: pytest.FixtureRequest, engine: AsyncEngine) -> Async
     def record(*_: object) -> None:
         checkouts.append(True)
 
-    pool = engine.pool
+    factories = (database.session_factory, database.read_session_factory)
+    configured = [dict(factory.kw) for factory in factories]
     if not commits:
-        connection = await engine.connect()
+        connection = await tests_engine.connect()
         await connection.begin()
-        for factory, session_class in (
-            (database.session_factory, Session),
-            (database.read_session_factory, ReadOnlySavepoint),
-        ):
+        for factory, session_class in zip(factories, (Session, ReadOnlySavepoint), strict=True):
             factory.configure(
                 bind=connection,
                 join_transaction_mode="create_savepoint",
@@ -140,19 +149,10 @@ async def isolated(request: pytest.FixtureRequest, engine: AsyncEngine) -> Async
         yield
     finally:
         event.remove(engine.sync_engine, "checkout", record)
-        database.session_factory.configure(
-            bind=engine, join_transaction_mode="conditional_savepoint"
-        )
-        database.read_session_factory.configure(
-            bind=engine,
-            join_transaction_mode="conditional_savepoint",
-            sync_session_class=database.ReadOnlySession,
-        )
+        for factory, kw in zip(factories, configured, strict=True):
+            factory.kw = kw  # as database.py made it (a test may have bound it elsewhere)
         if not commits:
-            if engine.pool is pool:
-                await connection.close()  # rolls the test's transaction back
-            else:  # an app's lifespan disposed of the pool meanwhile, which leaves checked-out
-                await connection.invalidate()  # connections out: given back, one would leak
+            await connection.close()  # rolls the test's transaction back
         # Code that took its own connection from the app's engine may have committed for real.
         if commits or checkouts:
             await empty_tables(engine)

@@ -25,11 +25,7 @@ ROUTES = {
 
 @pytest.fixture(scope="module")
 async def app(engine: AsyncEngine) -> AsyncIterator[FastAPI]:
-    """The app from the factory, its lifespan running.
-
-    One per module: the lifespan's exit disposes the engine, which must not happen while a
-    test's connection is checked out (it would be orphaned, and never closed).
-    """
+    """The app from the factory, its lifespan running (one per module)."""
     app = create_app()
     async with LifespanManager(app):
         yield app

@@ -51,11 +51,8 @@ def add_failing_routes(app: FastAPI) -> None:
 
 @pytest.fixture(scope="module")
 async def app(engine: AsyncEngine) -> AsyncIterator[FastAPI]:
-    """The app from the factory, with the failing routes above, its lifespan running.
-
-    One per module: the lifespan's exit disposes the engine, which must not happen while a
-    test's connection is checked out (it would be orphaned, and never closed).
-    """
+    """The app from the factory, with the failing routes above, its lifespan running (one
+    per module)."""
     app = create_app()
     add_failing_routes(app)
     async with LifespanManager(app):
