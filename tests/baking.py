@@ -28,6 +28,8 @@ CHECK_JSONSCHEMA = str(Path(sys.executable).with_name("check-jsonschema"))
 PLUMBING = Path(__file__).with_name("plumbing")
 # What they need beside the bake's dev group: certificates for the TLS tests.
 PLUMBING_REQUIREMENTS = ("trustme>=1.2",)
+# A bake's tests, as its `make test` runs them.
+BAKED_TESTS = ("pytest", "-q", "-p", "no:cacheprovider", "-n", "auto")
 
 
 def files_holding(root: Path, secret: str) -> list[Path]:
@@ -70,9 +72,17 @@ def install(project: Path) -> None:
     its own .venv, and the embedded PostgreSQL binaries where this machine has none; then what
     the plumbing's tests need, if the bake has them."""
     run(project, "make", "install", f"UV={TEMPLATE_UV} --quiet", **UV_ENV)
-    if requirements := plumbing_requirements(project):
+    if (project / "tests" / "plumbing").exists():
         venv_python = ("--python", str(project / ".venv" / "bin" / "python"))
-        run(project, str(TEMPLATE_UV), "pip", "install", "--quiet", *venv_python, *requirements)
+        run(
+            project,
+            str(TEMPLATE_UV),
+            "pip",
+            "install",
+            "--quiet",
+            *venv_python,
+            *PLUMBING_REQUIREMENTS,
+        )
 
 
 def add_plumbing_tests(project: Path) -> None:
@@ -97,11 +107,6 @@ def add_plumbing_tests(project: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         template = environment.from_string(source.read_text(encoding="utf-8"))
         target.write_text(template.render(cookiecutter=context), encoding="utf-8")
-
-
-def plumbing_requirements(project: Path) -> tuple[str, ...]:
-    """What the plumbing's tests in `project` need beside its dev group (`uv pip install` args)."""
-    return PLUMBING_REQUIREMENTS if (project / "tests" / "plumbing").exists() else ()
 
 
 @contextmanager

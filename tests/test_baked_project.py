@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 
 from .baking import (
+    BAKED_TESTS,
+    PLUMBING_REQUIREMENTS,
     TEMPLATE_UV,
     UV_ENV,
     add_plumbing_tests,
     bake,
     install,
-    plumbing_requirements,
     project_env,
     run,
 )
@@ -52,7 +53,7 @@ def any_project(request: pytest.FixtureRequest) -> Path:
     "command",
     [
         ("make", "lint"),  # ruff check, ruff format --check, mypy --strict, zizmor
-        ("pytest", "-q", "-p", "no:cacheprovider", "-n", "auto"),  # as `make test` runs it
+        BAKED_TESTS,
         ("pre-commit", "validate-config", ".pre-commit-config.yaml"),
     ],
     ids=" ".join,
@@ -130,14 +131,11 @@ def test_the_oldest_versions_allowed_pass_the_tests(web_project: Path, tmp_path:
     bound that no longer holds fails here, not in a user's project."""
     venv = tmp_path / "lowest"
     run(web_project, str(TEMPLATE_UV), "venv", "--quiet", str(venv), **UV_ENV)
-    lowest = ("--resolution", "lowest-direct", "-e", ".", "--group", "dev")
-    lowest += plumbing_requirements(web_project)
+    lowest = ("--resolution", "lowest-direct", "-e", ".", "--group", "dev", *PLUMBING_REQUIREMENTS)
     into = ("--python", str(venv / "bin" / "python"))
     run(web_project, str(TEMPLATE_UV), "pip", "install", "--quiet", *into, *lowest, **UV_ENV)
     # Bounded: an old version that hangs must fail the run, not stall it.
-    result = run(
-        web_project, "pytest", "-q", "-p", "no:cacheprovider", "-n", "auto", venv=venv, timeout=900
-    )
+    result = run(web_project, *BAKED_TESTS, venv=venv, timeout=900)
     assert " skipped" not in result.stdout
 
 

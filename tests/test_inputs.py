@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .baking import TEMPLATE, add_plumbing_tests, bake, files_holding, read_env, run
+from .baking import BAKED_TESTS, TEMPLATE, add_plumbing_tests, bake, files_holding, read_env, run
 from .postgres import Postgres
 
 # Text a user could type. Cookiecutter renders answers given on its command line as Jinja, so
@@ -52,7 +52,7 @@ def test_adversarial_credentials_work_end_to_end(
     add_plumbing_tests(baked)
     venv = project / ".venv"  # the same code, installed once; the baked .env is what differs
     check_connects(baked, venv)
-    run(baked, "pytest", "-q", "-p", "no:cacheprovider", "-n", "auto", venv=venv)  # as make test
+    run(baked, *BAKED_TESTS, venv=venv)
     assert [path for path in files_holding(baked, password) if path.name != ".env"] == []
 
 

@@ -6,9 +6,10 @@ the syntax alone:
 
 - inside an `if`/`while`/ternary whose test checks the platform (`sys.platform`, `os.name`,
   `platform.system()`), in either branch, or after such a check in an `and`/`or`;
-- after a statement that stops other systems first, in the same block: `assert <check>` (as
-  mypy reads it), or `if <check>:` ending in `raise`, `return`, `continue` or a call such as
-  `pytest.skip(...)` / `sys.exit(...)`;
+- after a statement that stops other systems first, in the same block: `assert <check>`, or
+  `if <check>:` ending in `raise`, `return`, `continue` or a call such as `pytest.skip(...)` /
+  `sys.exit(...)` (safe at run time; mypy, which test_baked_project runs as on Windows and
+  macOS, skips only the other branch of an `if`, so typed code needs one);
 - in a `try` whose `except` catches ImportError, ModuleNotFoundError or AttributeError;
 - in a test function skipped on other systems: `@pytest.mark.skipif(<check>, reason=...)`.
 
