@@ -1,8 +1,11 @@
 """Baking, installing and running baked projects."""
 
+import json
 import os
+import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,8 +29,9 @@ UV_ENV = {"UV_PYTHON": sys.executable, "UV_PYTHON_DOWNLOADS": "never"}
 CHECK_JSONSCHEMA = str(Path(sys.executable).with_name("check-jsonschema"))
 # The plumbing's tests (see add_plumbing_tests); web/ holds the web service's.
 PLUMBING = Path(__file__).with_name("plumbing")
-# What they need beside the bake's dev group: certificates for the TLS tests.
-PLUMBING_REQUIREMENTS = ("trustme>=1.2",)
+# What they need beside the bake's dev group: certificates for the TLS tests (cryptography is
+# imported by them too, so its lowest version is tried by the lowest-versions run).
+PLUMBING_REQUIREMENTS = ("trustme>=1.2", "cryptography>=3.4")
 # A bake's tests, as its `make test` runs them.
 BAKED_TESTS = ("pytest", "-q", "-p", "no:cacheprovider", "-n", "auto")
 
@@ -63,8 +67,46 @@ def run(
     if check and result.returncode != 0:
         pytest.fail(
             f"{' '.join(command)} exited {result.returncode}:\n{result.stdout}{result.stderr}"
+            f"\n{resolved_versions(project, venv or project / '.venv')}"
         )
     return result
+
+
+def resolved_versions(project: Path, venv: Path) -> str:
+    """One line: the version installed in `venv` of each package the bake names (its
+    dependencies and dev group) and the plumbing's, so a failure that a new release of one of
+    them caused names it (a fresh install resolves the newest)."""
+    if not (venv / "bin" / "python").exists():
+        return f"(no venv at {venv}: no versions to show)"
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+    groups = pyproject.get("dependency-groups", {}).values()
+    requirements = [*pyproject["project"]["dependencies"], *PLUMBING_REQUIREMENTS]
+    requirements += [item for group in groups for item in group if isinstance(item, str)]
+    named = {canonical(re.split(r"[\s\[<>=!~;]", item, maxsplit=1)[0]) for item in requirements}
+    listing = subprocess.run(
+        [
+            str(TEMPLATE_UV),
+            "pip",
+            "list",
+            "--format",
+            "json",
+            "--python",
+            str(venv / "bin" / "python"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if listing.returncode != 0:
+        return f"(uv pip list failed: {listing.stderr.strip()})"
+    installed = {canonical(item["name"]): item["version"] for item in json.loads(listing.stdout)}
+    versions = (f"{name} {installed[name]}" for name in sorted(named) if name in installed)
+    return f"Resolved versions: {', '.join(versions)}"
+
+
+def canonical(name: str) -> str:
+    """A distribution's name as PyPI compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def install(project: Path) -> None:

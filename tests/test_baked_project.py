@@ -1,6 +1,7 @@
 """The baked project's own toolchain, run for real: install, lint, type-check, test, migrate."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -176,3 +177,14 @@ def test_a_wrong_password_fails_cleanly_without_showing_it(project: Path) -> Non
     assert "password authentication failed" in result.stderr
     assert "Traceback" not in result.stderr
     assert "***" in result.stderr
+
+
+def test_a_failing_command_names_the_versions_it_ran_with(project: Path) -> None:
+    """A bake's command that fails says, in one line, which version of each package the bake
+    and the plumbing name was installed: a break from a new release names it (issue #32)."""
+    with pytest.raises(pytest.fail.Exception) as failure:
+        run(project, "python", "-c", "raise SystemExit(3)")
+    line = str(failure.value).splitlines()[-1]
+    assert line.startswith("Resolved versions: ")
+    for package in ("sqlalchemy", "asyncpg", "alembic", "trustme", "cryptography"):
+        assert re.search(rf"\b{package} \d+\.\d+", line), (package, line)

@@ -92,7 +92,11 @@ def write_pems(directory: Path) -> dict[str, Path]:
     """A CA, a server certificate for `localhost` only, a client certificate; another CA; a
     CRL revoking the server's certificate and one revoking nothing."""
     ca, other_ca = trustme.CA(), trustme.CA()
-    server, client = ca.issue_cert("localhost"), ca.issue_cert(common_name=CERT_USER)
+    server = ca.issue_cert("localhost")
+    # The server's `cert` authentication reads the common name; the e-mail identity is there
+    # because a certificate's SubjectAlternativeName may not be empty (cryptography >= 51 refuses
+    # one, and trustme writes what it is given).
+    client = ca.issue_cert(f"{CERT_USER}@localhost", common_name=CERT_USER)
     key = serialization.load_pem_private_key(client.private_key_pem.bytes(), password=None)
     names = ("ca", "other_ca", "server", "server_key", "client", "client_key")
     files = {name: directory / f"{name}.pem" for name in (*names, "revoked", "nothing_revoked")}
