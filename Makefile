@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 UV := $(CURDIR)/$(BIN)/uv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help install test lint demo bench bench-web clean pgbouncer
+.PHONY: help install test lint demo bench bench-web bench-hostile clean pgbouncer
 ROUNDS ?= 5
 WEB_ROUNDS ?= 3
 
@@ -69,7 +69,7 @@ demo: install ## Bake with defaults, start a local PostgreSQL, migrate, run the 
 
 # One bake with the web service serves both: the data layer, then the service over it; the
 # exit status says whether every printed target was met.
-bench bench-web: BAKE_ARGS = web_framework=fastapi
+bench bench-web bench-hostile: BAKE_ARGS = web_framework=fastapi
 bench: install ## Benchmark the data layer, then the web service, beside raw asyncpg and the peers' FastAPI pattern
 	@$(IN_A_FRESH_BAKE) \
 	status=0; \
@@ -80,6 +80,10 @@ bench: install ## Benchmark the data layer, then the web service, beside raw asy
 bench-web: install ## The web service's benchmark alone
 	@$(IN_A_FRESH_BAKE) \
 	.venv/bin/python $(CURDIR)/benchmarks/web.py tutorial_service --rounds $(WEB_ROUNDS)
+
+bench-hostile: install ## Hostile clients and a frozen database against the web service: figures
+	@$(IN_A_FRESH_BAKE) \
+	.venv/bin/python $(CURDIR)/benchmarks/hostile.py tutorial_service
 
 clean: ## Remove the template's .venv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache

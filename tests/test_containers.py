@@ -241,6 +241,17 @@ def test_sigterm_during_a_slow_request(stack: Stack) -> None:
     assert stack.sql("SELECT count(*) FROM tutorials WHERE name = 'in flight'") == "1"
 
 
+def test_metrics_stay_inside_the_stack_and_head_is_answered(stack: Stack) -> None:
+    """The published port has no /metrics, and answers HEAD with no body; the metrics port
+    answers inside the app's container network, where a scraper would reach it."""
+    assert stack.request("GET", "/metrics")[0] == 404
+    head = urllib.request.Request(f"http://127.0.0.1:{stack.app_port}/health", method="HEAD")
+    with urllib.request.urlopen(head, timeout=30) as response:
+        assert (response.status, response.read()) == (200, b"")
+    scrape = "import urllib.request as r; print(r.urlopen('http://127.0.0.1:9464/metrics').read())"
+    assert "http_requests_total" in stack.compose("exec", "-T", "app", "python", "-c", scrape)
+
+
 def test_the_app_through_pgbouncer(stack: Stack) -> None:
     """The pgbouncer profile, the app pointed at it in transaction mode: it writes and reads;
     with PgBouncer stopped /ready answers 503, so its traffic really goes through it."""

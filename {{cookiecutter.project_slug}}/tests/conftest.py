@@ -6,10 +6,13 @@ everything a test does there, commits included, is undone when it ends.
 - `get_read_session()` joins it too, read-only (see `ReadOnlySavepoint`).
 - `@pytest.mark.commits` tests really commit (on their own connections: concurrency, server
   restarts, migrations); the tables are emptied after each.
+- A test fails when anything logged an error it did not expect (`@pytest.mark.logs_errors`
+  says it expects some): a server can answer as a test expects and still have failed.
 """
 
+import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -156,6 +159,18 @@ async def isolated(
         # Code that took its own connection from the app's engine may have committed for real.
         if commits or checkouts:
             await empty_tables(engine)
+
+
+@pytest.fixture(autouse=True)
+def no_error_logged(
+    request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> Iterator[None]:
+    """Nothing: after the test, fail it if an error was logged (unless `logs_errors`)."""
+    yield
+    if request.node.get_closest_marker("logs_errors") is None:
+        records = caplog.get_records("setup") + caplog.get_records("call")
+        errors = [f"{r.name}: {r.getMessage()}" for r in records if r.levelno >= logging.ERROR]
+        assert errors == [], "logged errors the test did not expect"
 
 
 @pytest.fixture

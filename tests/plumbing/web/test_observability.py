@@ -1,5 +1,6 @@
 """What an operator sees of the service in a real uvicorn: JSON log lines with request ids,
-database errors with their SQLSTATE and no secret, and Prometheus metrics on /metrics."""
+database errors with their SQLSTATE and no secret, and Prometheus metrics (served by `serve`
+on a port of their own: see test_hostile_clients.py)."""
 
 import asyncio
 import json
@@ -16,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from {{ cookiecutter.project_slug }} import database
+from {{ cookiecutter.project_slug }}.observability import metrics_app
 from {{ cookiecutter.project_slug }}.web import Session, WebSettings, create_app
 
 from ..captured_logs import captured_logs
@@ -30,9 +32,12 @@ def json_settings(**overrides: Any) -> WebSettings:
     return WebSettings(log_format="json", **overrides)
 
 
-async def scrape(client: httpx.AsyncClient) -> dict[str, float]:
-    """/metrics parsed by prometheus-client's parser: `name{labels}` -> value."""
-    response = await client.get("/metrics")
+async def scrape() -> dict[str, float]:
+    """The metrics listener's /metrics, parsed by prometheus-client's parser:
+    `name{labels}` -> value."""
+    transport = httpx.ASGITransport(app=metrics_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://metrics") as client:
+        response = await client.get("/metrics")
     assert response.status_code == 200
     return {
         sample.name + json.dumps(sample.labels, sort_keys=True): sample.value
@@ -93,7 +98,7 @@ async def test_log_lines_carry_request_ids_sqlstates_and_no_secret(
     assert (error["sqlstate"], error["request_id"], error["level"]) == (
         "22012",
         "fails-1",
-        "WARNING",
+        "ERROR",  # a 500: a bug, worth an alert
     )
     url = database.engine.url
     everything = logs.text()
@@ -132,6 +137,7 @@ async def test_uvicorn_run_as_documented_logs_json_lines() -> None:
 
 
 @pytest.mark.commits
+@pytest.mark.logs_errors  # the 500s
 async def test_metrics_parse_and_the_pool_gauge_follows_held_connections(
     engine: AsyncEngine,
 ) -> None:
@@ -149,7 +155,7 @@ async def test_metrics_parse_and_the_pool_gauge_follows_held_connections(
         serving(app) as base_url,
         httpx.AsyncClient(base_url=base_url, timeout=30) as client,
     ):
-        before = await scrape(client)
+        before = await scrape()
         async with engine.connect() as blocker:
             await blocker.execute(text("LOCK TABLE tutorials IN ACCESS EXCLUSIVE MODE"))
             waiting = [
@@ -157,7 +163,7 @@ async def test_metrics_parse_and_the_pool_gauge_follows_held_connections(
                 for n in range(5)
             ]
             for _ in range(100):
-                during = await scrape(client)
+                during = await scrape()
                 if during[sample("database_pool_checked_out")] >= 5:
                     break
                 await asyncio.sleep(0.05)
@@ -167,7 +173,7 @@ async def test_metrics_parse_and_the_pool_gauge_follows_held_connections(
         assert (await client.head("/health")).status_code == 200
         assert (await client.get("/no/such/path/42")).status_code == 404
         await settled(engine)
-        after = await scrape(client)
+        after = await scrape()
     assert during[sample("database_pool_checked_out")] >= 5
     assert after[sample("database_pool_checked_out")] == 0
     assert after[sample("database_pool_size")] == database.engine.pool.size()  # type: ignore[attr-defined]
@@ -184,8 +190,14 @@ async def test_metrics_parse_and_the_pool_gauge_follows_held_connections(
 
 
 async def test_metrics_can_be_turned_off(engine: AsyncEngine) -> None:
-    """METRICS_ENABLED=false: /metrics is not there (404)."""
-    app = create_app(json_settings(metrics_enabled=False))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        assert (await client.get("/metrics")).status_code == 404
+    """METRICS_ENABLED=false: requests are not counted; the app never serves /metrics (404),
+    whatever the setting."""
+    counted = sample("http_requests_total", method="GET", route="/health", status="200")
+    for enabled in (False, True):
+        app = create_app(json_settings(metrics_enabled=enabled))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            before = (await scrape()).get(counted, 0)
+            assert (await client.get("/health")).status_code == 200
+            assert (await client.get("/metrics")).status_code == 404
+            assert (await scrape()).get(counted, 0) - before == enabled

@@ -44,14 +44,14 @@ SERVE = ("{{ cookiecutter.project_slug }}.serve", "--host", "127.0.0.1")
 
 @asynccontextmanager
 async def serve(*command: str, **environment: str) -> AsyncIterator[Serving]:
-    """`python -m <package>.serve` (or `python -m` `command`) on a free port with
-    `environment`, until it started; then yields, and stops it (if still running) when the
-    block ends."""
+    """`python -m <package>.serve` (or `python -m` `command`) on a free port, its metrics on
+    another, with `environment`, until it started; then yields, and stops it (if still
+    running) when the block ends."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", *(command or SERVE), "--port", str(port)),
         cwd=PROJECT_ROOT,
-        env={**os.environ, **environment},
+        env={**os.environ, "METRICS_PORT": str(free_port()), **environment},
         stderr=asyncio.subprocess.PIPE,
     )
     serving = Serving(process, f"http://127.0.0.1:{port}")

@@ -153,6 +153,7 @@ FAILED_AFTER_A_WRITE = {
 @pytest.mark.parametrize(
     ("path", "status", "detail"), FAILED_AFTER_A_WRITE.values(), ids=FAILED_AFTER_A_WRITE.keys()
 )
+@pytest.mark.logs_errors  # the 500s
 async def test_a_handler_failing_after_a_write_stores_nothing(
     client: AsyncClient, session: AsyncSession, path: str, status: int, detail: str
 ) -> None:
@@ -249,6 +250,7 @@ async def failing_commit(engine: AsyncEngine) -> AsyncIterator[str]:
 
 
 @pytest.mark.commits
+@pytest.mark.logs_errors  # the 500s
 async def test_a_failing_commit_is_a_5xx_and_stores_nothing(
     client: AsyncClient, engine: AsyncEngine, failing_commit: str
 ) -> None:
@@ -290,8 +292,65 @@ async def test_a_write_on_a_read_only_server_is_503(
     assert (response.status_code, response.headers.get("retry-after")) == (503, "1")
 
 
+@pytest.mark.logs_errors  # the 500s
 async def test_a_write_in_a_get_routes_read_session_is_500(client: AsyncClient) -> None:
     """A GET route that writes is a bug, not an outage: 500 (never 503 "retry"), nothing kept."""
     assert (await client.get("/write-in-a-read-session")).status_code == 500
     async with database.get_session() as session:
         assert await count_tutorials(session, "written in a read session") == 0
+
+
+# A failure a trigger raises on INSERT, by its condition name, and the answer it must get.
+FAILURES = {
+    "disk full (53100)": ("disk_full", 503),
+    "out of memory (53200)": ("out_of_memory", 503),
+    "too many connections (53300)": ("too_many_connections", 503),
+    "the server's statement_timeout (57014)": ("query_canceled", 503),
+    "lock_timeout (55P03)": ("lock_not_available", 503),
+    "serialization failure (40001)": ("serialization_failure", 503),
+    "deadlock (40P01)": ("deadlock_detected", 503),
+    "the server shutting down (57P01)": ("admin_shutdown", 503),
+    "a check constraint (23514): a conflict": ("check_violation", 409),
+    "division by zero (22012): a bug": ("division_by_zero", 500),
+}
+
+
+@pytest.mark.parametrize(
+    ("condition", "status"),
+    [
+        pytest.param(*failure, marks=[pytest.mark.logs_errors] if failure[1] == 500 else [])
+        for failure in FAILURES.values()
+    ],
+    ids=FAILURES.keys(),
+)
+async def test_each_database_failure_gets_its_status(
+    client: AsyncClient, session: AsyncSession, condition: str, status: int
+) -> None:
+    """What a retry may outlast is a 503 with Retry-After; a conflict a 409; a bug a 500."""
+    await session.execute(
+        text(
+            "CREATE FUNCTION fail() RETURNS trigger LANGUAGE plpgsql AS"
+            f" $$ BEGIN RAISE EXCEPTION 'failed' USING ERRCODE = '{condition}'; END $$"
+        )
+    )
+    await session.execute(
+        text("CREATE TRIGGER fail BEFORE INSERT ON tutorials FOR EACH ROW EXECUTE FUNCTION fail()")
+    )
+    response = await client.post("/tutorials", json={"name": "fails"})
+    assert response.status_code == status
+    assert response.headers.get("retry-after") == ("1" if status == 503 else None)
+
+
+async def test_a_body_of_too_many_json_values_is_413_unparsed(client: AsyncClient) -> None:
+    """More values than REQUEST_MAX_JSON_VALUES (1,000, counted by their separators) is a
+    413 before anything parses it; a body just under the limit is validated as usual."""
+    keys = ",".join(f'"k{n}": 0' for n in range(499))  # 998 separators, the name's 1 more
+    json = {"content-type": "application/json"}
+    under = await client.post("/tutorials", content='{"name": "x", ' + keys + "}", headers=json)
+    over = '{"name": "x", ' + keys + ', "k": 0}'
+    refused = await client.post("/tutorials", content=over, headers=json)
+    assert under.status_code == 422  # the unknown fields
+    assert (refused.status_code, refused.json()) == (
+        413,
+        {"detail": "request body over 1000 JSON values"},
+    )

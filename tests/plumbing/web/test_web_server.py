@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from sqlalchemy import URL, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from {{ cookiecutter.project_slug }}.client_limits import with_request_timeout
+from {{ cookiecutter.project_slug }}.client_limits import limited_protocol
 from {{ cookiecutter.project_slug }}.web import create_app
 
 from ...server_state import count_tutorials
@@ -239,6 +239,7 @@ def request(method: str, path: str, body: bytes = b"", close: bool = False) -> b
 
 
 @pytest.mark.commits
+@pytest.mark.logs_errors  # the 500s
 async def test_a_500_keeps_the_connection_for_the_next_request(engine: AsyncEngine) -> None:
     """A handler's bug answers 500, and the same keep-alive connection serves the next
     request (the catch-all used to re-raise, and the server dropped the connection)."""
@@ -276,7 +277,7 @@ async def test_stalled_requests_are_cut_off_and_others_served(engine: AsyncEngin
         await asyncio.sleep(1.5)
         return {"status": "slow"}
 
-    timed = with_request_timeout(1)
+    timed = limited_protocol(request_timeout=1, max_header_bytes=32 * 1024)
     async with serving(app, http=timed) as base_url:
         half_body = request("POST", "/tutorials", b'{"name": "complete"}')[:-8]
         health = request("GET", "/health", close=True)

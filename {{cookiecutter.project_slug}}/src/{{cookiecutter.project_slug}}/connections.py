@@ -13,7 +13,8 @@ from weakref import WeakSet
 import asyncpg
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, ExceptionContext, Transaction
-from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -48,6 +49,57 @@ class StatementTimeoutError(SQLAlchemyError, TimeoutError):
 def sqlstate(error: BaseException) -> str:
     """The SQLSTATE of the driver error that SQLAlchemy wrapped in `error`, or ""."""
     return str(getattr(getattr(error, "orig", None), "sqlstate", None) or "")
+
+
+# What a retry a moment later may succeed at: the database is down, starting, stopping,
+# failing over, out of room or connection slots, or the statement lost a race. By SQLSTATE
+# class: connection exceptions, insufficient resources (disk full, out of memory, too many
+# connections), the server shutting down, starting up or crashed. By code: serialization
+# failure, deadlock, a lock not granted within lock_timeout, a statement cancelled (the
+# server's statement_timeout). The template's docs/operations.md has the whole table.
+TRANSIENT_CLASSES = ("08", "53", "57P")
+# No connection, or no answer, in time: connect, pool checkout, statement; or a pooled one dead.
+UNREACHABLE = (ConnectError, PoolTimeoutError, StatementTimeoutError, DisconnectionError)
+TRANSIENT_CODES = frozenset({"40001", "40P01", "55P03", "57014"})
+
+
+def is_transient(error: SQLAlchemyError) -> bool:
+    """Whether `error` says the database cannot serve now, where a retry may succeed (a 503
+    with Retry-After), rather than that the request or the code is wrong (a 4xx or 500).
+
+    Beside the SQLSTATEs above: no connection in time (connect, pool, statement timeouts), a
+    connection that died (SQLAlchemy invalidated it: a restart, a failover, a demoted primary's
+    read-only refusal, see `discard_read_only`), no host of the URL's list writable, and a
+    prepared statement gone stale under a schema change (the driver re-prepares it next time).
+    """
+    code = sqlstate(error)
+    return (
+        isinstance(error, UNREACHABLE)
+        or (isinstance(error, DBAPIError) and error.connection_invalidated)
+        or code.startswith(TRANSIENT_CLASSES)
+        or code in TRANSIENT_CODES
+        or stale_statement(error)
+    )
+
+
+def stale_statement(error: SQLAlchemyError) -> bool:
+    """A prepared statement or type the driver cached went stale under a schema change
+    ("cached plan must not change result type", "cache lookup failed for type")."""
+    # SQLAlchemy wraps its adaptation of the driver's error, raised from the driver's own.
+    driver_error = getattr(getattr(error, "orig", None), "__cause__", None)
+    return isinstance(driver_error, asyncpg.InvalidCachedStatementError) or (
+        isinstance(driver_error, asyncpg.InternalServerError)
+        and "cache lookup failed" in str(driver_error)
+    )
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """Whether a failed connect found no server to use: refused, unresolvable, TLS, timed out
+    (all OSError), or none of the URL's hosts with the target_session_attrs asked for."""
+    driver_error = error.__cause__ if error.__cause__ is not None else error
+    return isinstance(error, OSError) or isinstance(
+        driver_error, asyncpg.TargetServerAttributeNotMatched
+    )
 
 
 class CommitCheckingConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untyped

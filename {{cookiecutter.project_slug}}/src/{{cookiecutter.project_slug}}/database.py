@@ -49,6 +49,7 @@ class TransactionAbortedError(SQLAlchemyError):
 def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
     """An asyncpg engine configured by `settings` (`options` win); connects on first use."""
     connect_args: dict[str, Any] = {
+        "timeout": settings.database_connect_timeout,  # the URL's connect_timeout wins
         # The URL as asyncpg's DSN, which asyncpg parses as libpq does: see settings.connect_args.
         **settings.database_connect_args,
         "connection_class": connections.CommitCheckingConnection,
@@ -75,9 +76,13 @@ def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
         # prepared_statement_* arguments it handles.
         try:
             return engine.sync_engine.dialect.loaded_dbapi.connect(**connect_args)
-        except OSError as error:  # refused, unresolvable, TLS, the connect timeout: unreachable
-            # A database error like any other, never a bare OSError that callers could not
-            # tell from their own; the driver's message names the host, never the password.
+        except Exception as error:
+            # Refused, unresolvable, TLS, the connect timeout, or no host of a list that
+            # target_session_attrs accepts (a failover in progress): unreachable for now. A
+            # database error like any other, never a bare OSError that callers could not tell
+            # from their own; the driver's message names the host, never the password.
+            if not connections.is_unreachable(error):
+                raise
             raise connections.ConnectError(f"cannot connect to the database: {error!r}") from error
 
     pool_size, max_overflow = settings.pool_limits

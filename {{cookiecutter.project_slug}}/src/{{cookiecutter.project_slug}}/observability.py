@@ -1,5 +1,6 @@
 """What the web service tells its operator: a request id and an access line per request,
-Prometheus metrics on /metrics, and OpenTelemetry traces when the environment asks for them."""
+Prometheus metrics (served on a listener of their own: `metrics_app()`), and OpenTelemetry
+traces when the environment asks for them."""
 
 import logging
 import os
@@ -13,6 +14,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import event
 from sqlalchemy.engine import ExceptionContext
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import database
@@ -25,8 +27,11 @@ access_log = logging.getLogger(f"{__package__}.access")
 # (safe in a log line and a header); any other gets a new id.
 SANE_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,128}")
 # Requests no route matched (404s of any path) share one label: raw paths would make a new
-# time series per path a client tries.
+# time series per path a client tries. So do methods outside this list: every one llhttp
+# knows (PROPFIND, MKCALENDAR, PURGE, ...) would be a label value of its own.
 UNMATCHED = "unmatched"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
 # OpenTelemetry's standard variables that name where traces go; OTEL_SDK_DISABLED=true wins.
 OTLP_ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
@@ -75,18 +80,15 @@ class Observe:
     """ASGI middleware: each request gets an id, the client's `X-Request-ID` when sane, else a
     new one, sent back in `X-Request-ID` and bound to every log line written while serving it;
     then one access line (method, route template, status, duration) and, with metrics on, its
-    count and latency. With metrics on, it answers `GET /metrics` (prometheus-client's app)."""
+    count and latency."""
 
     def __init__(self, app: ASGIApp, metrics: bool) -> None:
         self.app = app
-        self.metrics = make_asgi_app() if metrics else None
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
-            return
-        if self.metrics is not None and scope["path"] == "/metrics":
-            await self.metrics(scope, receive, send)
             return
         given = next((value for name, value in scope["headers"] if name == b"x-request-id"), b"")
         identifier = given.decode() if SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
@@ -115,10 +117,33 @@ class Observe:
                 duration,
                 extra={"method": method, "route": route, "status": status, "duration_ms": duration},
             )
-            if self.metrics is not None:
-                REQUESTS.labels(method, route, str(status)).inc()
-                LATENCY.labels(method, route).observe(seconds)
+            if self.metrics:
+                known = method if method in METHODS else OTHER_METHOD
+                REQUESTS.labels(known, route, str(status)).inc()
+                LATENCY.labels(known, route).observe(seconds)
             request_id.reset(token)
+
+
+def metrics_app() -> ASGIApp:
+    """Prometheus metrics (prometheus-client's own exposition) at `/metrics`, for GET and HEAD;
+    405 for any other method, 404 for any other path. For a listener of its own (`serve`'s
+    METRICS_PORT), never the public one."""
+    exposition = make_asgi_app()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan: nothing to start
+            return
+        if scope["path"] != "/metrics":
+            response = JSONResponse({"detail": "not found"}, status_code=404)
+        elif scope["method"] not in ("GET", "HEAD"):
+            allow = {"Allow": "GET, HEAD"}
+            response = JSONResponse({"detail": "method not allowed"}, 405, headers=allow)
+        else:
+            await exposition(scope, receive, send)
+            return
+        await response(scope, receive, send)
+
+    return app
 
 
 def tracing_configured(environ: Mapping[str, str] = os.environ) -> bool:

@@ -8,6 +8,9 @@ SHUTDOWN_GRACE_SECONDS to finish; the lifespan then disposes of the pool. A seco
 or Ctrl+C, skips the drain. The two together stay below the orchestrator's grace period
 (Kubernetes' terminationGracePeriodSeconds, compose's stop_grace_period): README.
 
+Prometheus metrics are served on a listener of their own, METRICS_PORT (9464), at
+`/metrics`: never on the public port, where any client could read and inflate them.
+
 One process: run more replicas rather than workers, each with its own drain. At startup it
 checks the connection budget of WEB_CONCURRENCY processes (default 1; set it to all the
 processes that share the server, replicas x workers; with DATABASE_CONNECTION_BUDGET each
@@ -19,21 +22,23 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 import time
 from types import FrameType
 
 import uvicorn
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .budget import connection_budget
-from .client_limits import with_request_timeout
+from .client_limits import limited_protocol
 from .database import create_engine
 from .logs import logging_config
+from .observability import metrics_app
 from .settings import invalid_settings
 from .web import WebSettings, create_app
 
@@ -50,6 +55,8 @@ class ServeSettings(WebSettings):
     # drain + grace below the orchestrator's grace period (30 s by default), and
     # DATABASE_COMMAND_TIMEOUT (15 s) below the grace.
     shutdown_grace_seconds: int = 20
+    # The port of the metrics listener, on the same address as the service (0: none).
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
 
 
 class Draining:
@@ -65,6 +72,28 @@ class Draining:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+class Listeners:
+    """The app, and the metrics for requests that came in on the metrics port."""
+
+    def __init__(self, app: ASGIApp, metrics_port: int) -> None:
+        self.app = app
+        self.metrics = metrics_app()
+        self.metrics_port = metrics_port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        server = scope.get("server") or (None, None)
+        if scope["type"] == "http" and server[1] == self.metrics_port:
+            await self.metrics(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on `host` (IPv4, or IPv6 when it holds a colon) and `port`."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=2048)
 
 
 class DrainingServer(uvicorn.Server):
@@ -83,6 +112,16 @@ class DrainingServer(uvicorn.Server):
             logger.info("SIGTERM: /ready answers 503; draining for %g s", self.drain)
             return
         super().handle_exit(sig, frame)  # Ctrl+C, a second SIGTERM: as uvicorn
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.started or not sockets:
+            return
+        # uvicorn says where it serves only when it made the sockets itself: here, ours.
+        public, *metrics = [sock.getsockname()[:2] for sock in sockets or ()]
+        logger.info("Uvicorn running on http://%s:%d (Press CTRL+C to quit)", *public)
+        for address in metrics:
+            logger.info("Metrics on http://%s:%d/metrics", *address)
 
     async def on_tick(self, counter: int) -> bool:
         # Runs every 0.1 s in uvicorn's main loop: end the drain there, not in the handler.
@@ -124,22 +163,32 @@ def main(arguments: list[str] | None = None) -> int:
         print(invalid_settings(error), file=sys.stderr)
         return 2
     app = Draining(create_app(settings))
+    metrics = settings.metrics_enabled and settings.metrics_port > 0
     config = uvicorn.Config(
-        app,
+        Listeners(app, settings.metrics_port) if metrics else app,
         host=options.host,
         port=options.port,
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-        # A client that has not sent its whole request within REQUEST_TIMEOUT is cut off.
-        http=with_request_timeout(settings.request_timeout),
+        # REQUEST_TIMEOUT, REQUEST_MAX_HEADER_BYTES, one pipelined request at a time.
+        http=limited_protocol(settings.request_timeout, settings.request_max_header_bytes),
         # Behind the orchestrator's proxy: trust X-Forwarded-* from FORWARDED_ALLOW_IPS.
         proxy_headers=True,
         # The project's one log format (LOG_FORMAT, LOG_LEVEL) for uvicorn's lines too.
         log_config=logging_config(settings),
     )
+    ports = [options.port, settings.metrics_port] if metrics else [options.port]
+    if len(set(ports)) < len(ports):
+        print(f"error: --port {options.port} is METRICS_PORT too: choose another", file=sys.stderr)
+        return 2
+    try:
+        sockets = [listen(options.host, port) for port in ports]
+    except OSError as error:
+        print(f"error: cannot listen on {options.host}, port {ports}: {error}", file=sys.stderr)
+        return 1
     check_budget(settings, settings.web_concurrency)
     # uvicorn raises Ctrl+C's SIGINT again once it has stopped: not an error here.
     with contextlib.suppress(KeyboardInterrupt):
-        DrainingServer(config, app, settings.shutdown_drain_seconds).run()
+        DrainingServer(config, app, settings.shutdown_drain_seconds).run(sockets=sockets)
     return 0
 
 

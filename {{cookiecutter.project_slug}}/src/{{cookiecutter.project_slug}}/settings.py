@@ -247,14 +247,18 @@ class Settings(BaseSettings):
     database_connection_budget: int | None = Field(default=None, ge=1)
     # The processes sharing the server (replicas x workers). uvicorn reads it as its --workers.
     web_concurrency: int = Field(default=1, ge=1)
-    database_pool_timeout: float = 30.0
+    # Seconds a caller waits for a pooled connection, and for a new one to connect, before a
+    # 503: with a frozen server, every request fails within DATABASE_COMMAND_TIMEOUT (their
+    # sum), never waits longer (asyncpg alone waits 60 s to connect).
+    database_pool_timeout: float = 10.0
+    database_connect_timeout: float = 5.0
     # Recycle before common server/proxy idle timeouts close a connection under us.
     database_pool_recycle: int = 1800
     # A connection idle in the pool this many seconds is pinged before use (a NAT or proxy
     # may have dropped it silently); busier ones go out unchecked but for the closed check.
     database_pool_ping_idle: float = 30.0
     # Seconds a ping may take before its connection is replaced.
-    database_pool_ping_timeout: float = 5.0
+    database_pool_ping_timeout: float = 2.0
     # Seconds a statement may wait for the server before it fails (0: forever), so a peer
     # that vanished silently costs one bounded failure, never a hang. 15: a request's
     # statement ends within the web service's shutdown grace period (serve.py, README).

@@ -11,15 +11,14 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, s
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import delete, select, text
-from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, SQLAlchemyError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import database, migrations
-from .client_limits import BodyLimit, with_request_timeout
-from .connections import ConnectError, StatementTimeoutError, sqlstate
+from .client_limits import BodyLimit, limited_protocol
+from .connections import is_transient, sqlstate
 from .logs import configure_logging
 from .models import Tutorial
 from .observability import Observe, tracing_configured
@@ -37,15 +36,11 @@ from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
-# SQLSTATE classes and codes that mean "the database is not there right now, try again":
-# connection exceptions, the server shutting down or starting up, no connection slot left
-# (too many clients), and transactions that lost a race (serialization failure, deadlock)
-# which a retry may win.
-UNAVAILABLE_CLASSES = ("08", "57P")
-RETRY_CODES = frozenset({"40001", "40P01", "53300"})
-# Failures of reaching the database at all: connecting, a pool with no free connection in
-# time, a statement with no answer in time, a pooled connection found dead.
-UNREACHABLE = (ConnectError, PoolTimeoutError, StatementTimeoutError, DisconnectionError)
+# Whether the database refuses writes now: a standby, or default_transaction_read_only (a
+# primary fenced during a failover). One round trip, like SELECT 1.
+READ_ONLY = text("SELECT current_setting('transaction_read_only') = 'on'")
+# A 503 for what a retry may outlast: a second from now.
+RETRY_AFTER = {"Retry-After": "1"}
 # A 422 shows at most this many errors, and an excerpt of about 40 characters of each value.
 MAX_ERRORS = 10
 EXCERPT = reprlib.Repr()
@@ -62,10 +57,16 @@ class WebSettings(Settings):
     ready_timeout: float = 2.0
     # Bytes a request body may have: a larger one is answered 413 without being read whole.
     request_max_bytes: int = 1024 * 1024
+    # Values a JSON body may have (counted by its `, : [ {`): more is 413, before parsing.
+    request_max_json_values: int = 1000
+    # Bytes of request line and header fields a request may have: more is 431 (with
+    # `--http <package>.web:HTTPProtocol`, as `serve` runs).
+    request_max_header_bytes: int = 32 * 1024
     # Seconds a client has to send a whole request, from its connection opening or its last
-    # response (with `--http <package>.web:HTTPProtocol`): a stalled one is disconnected.
+    # response, and to start reading an answer (with `--http <package>.web:HTTPProtocol`):
+    # a stalled one is disconnected.
     request_timeout: float = 20.0
-    # Prometheus metrics on /metrics (off: no route, nothing counted).
+    # Prometheus metrics, counted and served by `serve` on METRICS_PORT (off: nothing counted).
     metrics_enabled: bool = True
 
 
@@ -103,19 +104,14 @@ async def database_error(request: Request, error: Exception) -> JSONResponse:
     the URL or a traceback (`str(error)` holds the statement and its parameters)."""
     code = sqlstate(error)
     reason = f"{type(error).__name__} (SQLSTATE {code})" if code else type(error).__name__
-    logger.warning("%s %s: %s", request.method, request.url.path, reason, extra={"sqlstate": code})
+    line = ("%s %s: %s", request.method, request.url.path, reason)
     if isinstance(error, IntegrityError):
+        logger.warning(*line, extra={"sqlstate": code})
         return problem(status.HTTP_409_CONFLICT, "conflicts with stored data")
-    unavailable = (
-        isinstance(error, UNREACHABLE)
-        or (isinstance(error, DBAPIError) and error.connection_invalidated)
-        or code.startswith(UNAVAILABLE_CLASSES)
-        or code in RETRY_CODES
-    )
-    if unavailable:
-        return problem(
-            status.HTTP_503_SERVICE_UNAVAILABLE, "database unavailable, retry", {"Retry-After": "1"}
-        )
+    if isinstance(error, SQLAlchemyError) and is_transient(error):
+        logger.warning(*line, extra={"sqlstate": code})
+        return problem(503, "database unavailable, retry", RETRY_AFTER)
+    logger.error(*line, extra={"sqlstate": code})  # a bug: worth an alert
     return problem(status.HTTP_500_INTERNAL_SERVER_ERROR, "internal error")
 
 
@@ -159,8 +155,13 @@ async def method_not_allowed(request: Request, error: Exception) -> JSONResponse
 
 
 class HeadAsGet:
-    """ASGI middleware: HEAD runs as GET and is answered without the body (HTTP requires HEAD
-    wherever GET is served; FastAPI routes accept only the methods they list)."""
+    """ASGI middleware: HEAD runs as GET and is answered with GET's headers and no body (HTTP
+    requires HEAD wherever GET is served; FastAPI routes accept only the methods they list).
+
+    The app inside gets a copy of the scope saying GET; the server keeps its own, saying HEAD,
+    so it expects no body after GET's Content-Length (rewritten in place, uvicorn waited for
+    the body, logged an error and dropped the connection).
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -177,8 +178,13 @@ class HeadAsGet:
                 message = {"type": "http.response.body", "body": b""}
             await send(message)
 
-        scope["method"] = "GET"  # in place: the middleware around sees the route it reached
-        await self.app(scope, receive, headers_only)
+        as_get = {**scope, "method": "GET"}
+        try:
+            await self.app(as_get, receive, headers_only)
+        finally:
+            # The route it reached, for the access line and metrics around (Observe).
+            if "route" in as_get:
+                scope["route"] = as_get["route"]
 
 
 class CatchAll:
@@ -236,7 +242,11 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(status.HTTP_405_METHOD_NOT_ALLOWED, method_not_allowed)
     # Outermost last: a HEAD is a GET to everything inside; a failure anywhere is a 500.
-    app.add_middleware(BodyLimit, max_bytes=settings.request_max_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.request_max_bytes,
+        max_json_values=settings.request_max_json_values,
+    )
     app.add_middleware(CatchAll)
     app.add_middleware(HeadAsGet)
     # Outside all: the request id, access line and metrics see every answer, HEAD as HEAD.
@@ -256,15 +266,17 @@ def create_app(settings: WebSettings | None = None) -> FastAPI:
 
     @app.get("/ready", responses={503: {"model": Problem}})
     async def ready() -> dict[str, str]:
-        """The database answers `SELECT 1` within `ready_timeout`: for readiness probes."""
+        """The database answers within `ready_timeout` and takes writes: for readiness
+        probes. A read-only primary (a failover in progress, a fenced server) is not ready."""
         try:
             async with asyncio.timeout(settings.ready_timeout), database.get_session() as session:
-                await session.execute(text("SELECT 1"))
+                read_only = await session.scalar(READ_ONLY)
         except Exception as error:  # whatever keeps the database from answering: not ready
             logger.warning("not ready: %s", type(error).__name__)
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE, "database unavailable"
-            ) from None
+            raise HTTPException(503, "database unavailable", RETRY_AFTER) from None
+        if read_only:
+            logger.warning("not ready: the database is read-only")
+            raise HTTPException(503, "database read-only", RETRY_AFTER)
         return {"status": "ready"}
 
     @app.post(
@@ -337,5 +349,6 @@ settings = WebSettings()  # type: ignore[call-arg]  # from the environment
 # request on, while the apps that tests create leave the test runner's logging alone.
 configure_logging(settings)
 app = create_app(settings)
-# uvicorn's HTTP protocol with REQUEST_TIMEOUT: `uvicorn --http <package>.web:HTTPProtocol`.
-HTTPProtocol = with_request_timeout(settings.request_timeout)
+# uvicorn's HTTP protocol with REQUEST_TIMEOUT and REQUEST_MAX_HEADER_BYTES:
+# `uvicorn --http <package>.web:HTTPProtocol`.
+HTTPProtocol = limited_protocol(settings.request_timeout, settings.request_max_header_bytes)
