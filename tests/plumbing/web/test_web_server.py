@@ -114,7 +114,9 @@ async def test_steady_load_opens_no_connection(engine: AsyncEngine) -> None:
     def count(*_: object) -> None:
         connects.append(_)
 
-    async with serving(create_app()) as base_url:
+    # A keep-alive of a minute: on a busy machine a load client may leave a connection idle
+    # for uvicorn's default 5 s, and its next POST races the server's close (ReadError).
+    async with serving(create_app(), timeout_keep_alive=60) as base_url:
         async with engine.begin() as connection:
             insert = "INSERT INTO tutorials (name) VALUES ('seed') RETURNING tutorial_id"
             seed = int(await connection.scalar(text(insert)))
