@@ -202,10 +202,10 @@ class Variants:
     """Every way of saving tutorials that the benchmark compares."""
 
     def __init__(self, package: str, settings: Any, raw_pool: asyncpg.Pool) -> None:
-        self.database = importlib.import_module(f"{package}.database")
+        self.database = importlib.import_module(f"{package}.core.database")
         self.repository = importlib.import_module(f"{package}.repository")
         self.tutorial = importlib.import_module(f"{package}.models").Tutorial
-        self.bare = async_sessionmaker(self.database.engine, expire_on_commit=False)
+        self.bare = async_sessionmaker(self.database.get_engine(), expire_on_commit=False)
         # SQLAlchemy as its documentation sets it up, with the same pool limits and none of
         # this project's code: what the stack itself allows.
         self.stock_engine = create_async_engine(
@@ -363,7 +363,7 @@ async def benchmark(package: str, rounds: int) -> int:
     results = Results()
     Meter.install()
     try:
-        async with variants.database.engine.connect() as connection:
+        async with variants.database.get_engine().connect() as connection:
             server = (await connection.scalar(text("SHOW server_version"))) or "?"
         for operation in single.values():  # fill pools and statement caches
             await Totals().run(operation, 200, 20)

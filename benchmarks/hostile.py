@@ -6,7 +6,7 @@ database running and migrated (`make db migrate`):
 
     python benchmarks/hostile.py <package> [--only head pipeline ...] [--keep-logs]
 
-Each attack gets a fresh `python -m <package>.serve` on a free port of 127.0.0.1 (JSON lines
+Each attack gets a fresh `python -m <package>.core.serve` on a free port of 127.0.0.1 (JSON lines
 at INFO, metrics on, its stderr in a temporary file). Meanwhile a process of its own plays
 four normal clients (POST /tutorials, then GET /tutorials/{id}, in a loop, one keep-alive
 connection each), whose latency and failures are reported beside the attack. The attacks, each
@@ -119,7 +119,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Server:
-    """`python -m <package>.serve` on a free port of 127.0.0.1, its output in a temporary file."""
+    """`python -m <package>.core.serve` on a free port of 127.0.0.1, its output in a file."""
 
     def __init__(self, package: str, keep_log: bool) -> None:
         self.package, self.keep_log = package, keep_log
@@ -130,7 +130,7 @@ class Server:
                 [
                     sys.executable,
                     "-m",
-                    f"{package}.serve",
+                    f"{package}.core.serve",
                     "--host",
                     HOST,
                     "--port",

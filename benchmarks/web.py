@@ -114,7 +114,7 @@ def service() -> Counting:
 
     package = os.environ[PACKAGE]
     app = importlib.import_module(f"{package}.web").app
-    engine = importlib.import_module(f"{package}.database").engine
+    engine = importlib.import_module(f"{package}.core.database").get_engine()
     event.listen(engine.sync_engine, "connect", count_connection)
     return Counting(app)
 
@@ -397,10 +397,10 @@ async def benchmark(package: str, rounds: int) -> int:
     with load_servers_module().running_server("bench_web", "web", OWN_SERVER) as (_, url):
         raw_url = url.render_as_string(hide_password=False)
         own = settings_module.Settings(database_url=SecretStr(raw_url))
-        engine = importlib.import_module(f"{package}.database").create_engine(
+        engine = importlib.import_module(f"{package}.core.database").create_engine(
             own, poolclass=NullPool
         )
-        await importlib.import_module(f"{package}.migrations").upgrade(engine)
+        await importlib.import_module(f"{package}.core.migrations").upgrade(engine)
         await engine.dispose()
         environment = {
             **os.environ,

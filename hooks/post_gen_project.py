@@ -73,24 +73,43 @@ WEB_FRAMEWORK_FILES = {
     "fastapi": [
         "web.mk",
         "src/{slug}/web.py",
-        "src/{slug}/serve.py",
-        "src/{slug}/observability.py",
-        "src/{slug}/tracing.py",
-        "src/{slug}/client_limits.py",
+        "src/{slug}/routes.py",
         "src/{slug}/schemas.py",
+        "src/{slug}/core/web.py",
+        "src/{slug}/core/serve.py",
+        "src/{slug}/core/observability.py",
+        "src/{slug}/core/tracing.py",
+        "src/{slug}/core/client_limits.py",
         "tests/test_web.py",
         "Dockerfile",
         ".dockerignore",
     ],
 }
+# settings.py's block of the web service's fields starts with this line and ends at the
+# first blank line after it (Jinja stays out of Python modules: the hook cuts it instead).
+WEB_SETTINGS = "    # The web service (web.py, core/serve.py)."
 
 
 def remove_unused_files(slug: str, web_framework: str) -> None:
-    """Delete the files of every web framework but the chosen one."""
+    """Delete the files of every web framework but the chosen one, and without a web service
+    the web service's settings."""
     for framework, paths in WEB_FRAMEWORK_FILES.items():
         if framework != web_framework:
             for path in paths:
                 Path(path.format(slug=slug)).unlink()
+    if web_framework == "none":
+        remove_web_settings(Path("src", slug, "settings.py"))
+
+
+def remove_web_settings(path: Path) -> None:
+    """Cut settings.py's block of the web service's fields (WEB_SETTINGS to a blank line)."""
+    # newline="": a checkout with CRLF line ends keeps them.
+    with path.open(encoding="utf-8", newline="") as file:
+        lines = file.readlines()
+    start = [line.rstrip() for line in lines].index(WEB_SETTINGS)
+    end = next(i for i in range(start, len(lines)) if not lines[i].strip())
+    with path.open("w", encoding="utf-8", newline="") as file:
+        file.writelines(lines[:start] + lines[end + 1 :])
 
 
 def next_steps(

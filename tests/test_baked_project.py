@@ -66,6 +66,20 @@ def test_baked_tool_passes(any_project: Path, command: tuple[str, ...]) -> None:
     assert " skipped" not in result.stdout  # PgBouncer and restart tests need their binaries
 
 
+def test_the_users_modules_import_without_settings_or_an_engine(any_project: Path) -> None:
+    """Importing the user's modules needs no database setting (DATABASE_URL empty would
+    fail any read of the settings) and builds no engine: that happens on first use."""
+    package = any_project.name
+    modules = ["models", "repository", "settings", "core.database"]
+    if (any_project / "web.mk").exists():
+        modules += ["schemas", "routes", "web"]
+    probe = (
+        f"import {', '.join(f'{package}.{module}' for module in modules)}\n"
+        f"assert {package}.core.database.engine is None"
+    )
+    run(any_project, "python", "-c", probe, DATABASE_URL="")
+
+
 @pytest.mark.parametrize("system", ["win32", "darwin"])
 def test_the_bake_type_checks_for_windows_and_macos(any_project: Path, system: str) -> None:
     """mypy --strict as on those systems (where the CI job runs the bake's lint): a POSIX-only
@@ -113,7 +127,8 @@ def test_a_fuzzer_finds_nothing_wrong_with_the_service(web_project: Path, tmp_pa
     timeout: bounded in examples and time, a fixed seed, no failure."""
     package = web_project.name
     uvicorn = ("uvicorn", f"{package}.web:app", "--port", "{port}")
-    with serving(web_project, *uvicorn, "--http", f"{package}.web:HTTPProtocol") as base_url:
+    limits = ("--http", f"{package}.core.client_limits:HTTPProtocol")
+    with serving(web_project, *uvicorn, *limits) as base_url:
         checks = ("--checks", "all", "--seed", "2026", "--workers", "1")
         bounds = ("--max-examples", "25", "--max-time", "40", "--request-timeout", "10")
         result = subprocess.run(

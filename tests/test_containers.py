@@ -106,7 +106,7 @@ def test_the_image_runs_as_a_user_without_dev_tools(shipped: Path) -> None:
     assert found.strip() == ""
     assert "No module named 'pytest'" in in_image("python", "-c", "import pytest", check=False)
     assert in_image("sh", "-c", "ls /src /app/build-ca.pem 2>&1 || :").count("No such file") == 2
-    ini = in_image("python", "-c", f"import {SLUG}.migrations as m; print(m.ALEMBIC_INI)")
+    ini = in_image("python", "-c", f"import {SLUG}.core.migrations as m; print(m.ALEMBIC_INI)")
     assert ini.strip().endswith(f"site-packages/{SLUG}/alembic.ini")
     size = int(docker("image", "inspect", "-f", "{{.Size}}", IMAGE))
     print(f"\nimage size: {size / 1e6:.0f} MB")

@@ -424,7 +424,7 @@ def test_the_web_services_compose_stack(cookies_session: Any) -> None:
     check_schema("compose-spec", web / "compose.yaml")
     services = load_yaml(web / "compose.yaml")["services"]
     assert set(services) == {"db", "migrate", "app", "pgbouncer"}
-    assert services["migrate"]["command"][-2:] == [f"{web.name}.migrations", "upgrade"]
+    assert services["migrate"]["command"][-2:] == [f"{web.name}.core.migrations", "upgrade"]
     assert services["app"]["depends_on"] == {
         "migrate": {"condition": "service_completed_successfully"}
     }

@@ -92,7 +92,7 @@ def test_bakes_a_valid_project(cookies: Any, context: dict[str, str]) -> None:
 
     assert project.name == answers["project_slug"]
     assert answers["project_slug"].isidentifier()
-    assert (project / "src" / answers["project_slug"] / "database.py").is_file()
+    assert (project / "src" / answers["project_slug"] / "core" / "database.py").is_file()
     for path in project.rglob("*"):
         if path.is_file() and path.suffix != ".mako":
             text = path.read_text(encoding="utf-8")
@@ -129,6 +129,31 @@ def test_a_bake_holds_the_chosen_web_frameworks_files_only(
         for path in paths:
             assert (project / path.format(slug=project.name)).is_file() == chosen, path
         assert (framework in dependencies) == chosen
+
+
+# The user's modules at the top of the package, by choice; everything else is in core/.
+USERS_MODULES = {
+    "none": {"__init__.py", "__main__.py", "settings.py", "models.py", "repository.py"},
+    "fastapi": {"__init__.py", "__main__.py", "settings.py", "models.py", "repository.py"}
+    | {"schemas.py", "routes.py", "web.py"},
+}
+
+
+@pytest.mark.parametrize("web_framework", ["none", "fastapi"])
+def test_the_users_code_is_small_and_apart_from_the_machinery(
+    cookies: Any, web_framework: str
+) -> None:
+    """The user's modules sit at the top of the package, small (800 lines at most with the
+    web service, settings.py 150), the template's machinery in core/; settings.py has the web
+    service's settings exactly when there is one."""
+    result = cookies.bake(extra_context={"web_framework": web_framework})
+    package = Path(result.project_path) / "src" / result.context["project_slug"]
+    top = {path.name: path.read_text(encoding="utf-8") for path in package.glob("*.py")}
+    assert set(top) == USERS_MODULES[web_framework]
+    assert sum(text.count("\n") for text in top.values()) <= 800
+    assert top["settings.py"].count("\n") <= 150
+    assert ("request_timeout" in top["settings.py"]) == (web_framework == "fastapi")
+    assert (package / "core" / "__init__.py").is_file()
 
 
 @pytest.mark.parametrize(

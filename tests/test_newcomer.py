@@ -2,14 +2,15 @@
 (with the web service) a route, and a test, then lint and test the project, for real.
 
 Each block of the walk follows a marker, `<!-- newcomer: ACTION [PATH] -->`: `append` adds
-the block at the end of PATH, `create` writes PATH anew, `create_app` puts the block into
-`create_app()` before `return app`, and `run` runs each line in the project as a shell command
+the block at the end of PATH, `create` writes PATH anew, and `run` runs each line in the
+project as a shell command
 (with `.venv`'s tools first on PATH, as in the activated `.venv` the README names). A block's
 leading import lines go with the file's other imports, as the README asks; its `make fmt` then
 sorts them. So the README cannot drift from what is tested.
 
-Also: the template docs the baked README sends its reader to, and every relative link between
-the READMEs and those docs, exist."""
+Also: every relative link of a bake (its README and docs/operations.md) reaches a file and
+heading of the bake, nothing in a bake points into the template (docs/design.md), and every
+relative link of the template's README and docs reaches a file and heading of the template."""
 
 import re
 from pathlib import Path
@@ -23,8 +24,6 @@ from .postgres import Postgres
 STEP = re.compile(r"^<!-- newcomer: (\w+) ?(\S*) -->\n```\w+\n(.*?)^```", re.M | re.S)
 IMPORT = re.compile(r"^(?:from|import) ")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
-# Where `create_app` blocks go: the one `return app`, at the end of create_app().
-RETURN_APP = "\n    return app\n"
 
 
 def split_imports(block: str) -> tuple[str, str]:
@@ -55,9 +54,6 @@ def apply(project: Path, action: str, path: str, block: str) -> list[str]:
     source = with_imports(target.read_text(encoding="utf-8"), imports)
     if action == "append":
         source = f"{source.rstrip()}\n\n\n{code}"
-    elif action == "create_app":
-        assert source.count(RETURN_APP) == 1, f"{path}: no single `return app`"
-        source = source.replace(RETURN_APP, f"\n{code}{RETURN_APP}")
     else:
         pytest.fail(f"unknown newcomer step {action!r} in the README")
     target.write_text(source, encoding="utf-8")
@@ -77,7 +73,7 @@ def test_the_readme_walk_adds_a_model_migration_route_and_test(
     run(project, "make", "migrate")
     walk = STEP.findall((project / "README.md").read_text(encoding="utf-8"))
     package = f"src/{slug}"
-    routes = [("append", f"{package}/schemas.py"), ("create_app", f"{package}/web.py")]
+    routes = [("append", f"{package}/schemas.py"), ("append", f"{package}/routes.py")]
     expected = [
         ("append", f"{package}/models.py"),
         ("run", ""),
@@ -107,23 +103,37 @@ def anchors(markdown: str) -> set[str]:
     return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
 
 
+def assert_links_resolve(page: Path) -> None:
+    """Every relative link of `page` reaches a file, and a heading of it where it names one."""
+    for target in LINK.findall(page.read_text(encoding="utf-8")):
+        if "://" in target:
+            continue
+        path, _, anchor = target.partition("#")
+        linked = (page.parent / path) if path else page
+        assert linked.is_file(), f"{page.name}: {target}"
+        if anchor:
+            assert anchor in anchors(linked.read_text(encoding="utf-8")), f"{page.name}: {target}"
+
+
+# A pointer from a bake into the template, where the bake's user cannot follow it.
+INTO_THE_TEMPLATE = re.compile(r"design\.md|the template's docs")
+
+
 @pytest.mark.parametrize("web_framework", ["fastapi", "none"])
-def test_the_docs_the_readmes_name_are_there(cookies_session: Any, web_framework: str) -> None:
-    """The template docs a baked README names exist, and every relative link of the baked
-    README, the template README and the docs reaches a file and heading that exist."""
+def test_a_bakes_links_stay_in_the_bake(cookies_session: Any, web_framework: str) -> None:
+    """The baked README's and docs' relative links reach files and headings of the bake, and
+    no file of the bake points at a template-only document."""
     result = cookies_session.bake(extra_context={"web_framework": web_framework})
-    baked = Path(result.project_path) / "README.md"
-    named = set(re.findall(r"docs/\w+\.md", baked.read_text(encoding="utf-8")))
-    assert named == {"docs/design.md", "docs/operations.md"}
-    assert all((TEMPLATE / name).is_file() for name in named)
-    for page in [baked, TEMPLATE / "README.md", *(TEMPLATE / "docs").glob("*.md")]:
-        for target in LINK.findall(page.read_text(encoding="utf-8")):
-            if "://" in target:
-                continue
-            path, _, anchor = target.partition("#")
-            linked = (page.parent / path) if path else page
-            assert linked.is_file(), f"{page.name}: {target}"
-            if anchor:
-                assert anchor in anchors(linked.read_text(encoding="utf-8")), (
-                    f"{page.name}: {target}"
-                )
+    project = Path(result.project_path)
+    for page in (project / "README.md", project / "docs" / "operations.md"):
+        assert_links_resolve(page)
+    for path in project.rglob("*"):
+        if path.is_file() and ".git" not in path.parts and path.suffix != ".lock":
+            text = path.read_text(encoding="utf-8", errors="replace")
+            assert not INTO_THE_TEMPLATE.search(text), path.relative_to(project)
+
+
+def test_the_templates_links_resolve() -> None:
+    """The template README's and docs' relative links reach files and headings of the template."""
+    for page in [TEMPLATE / "README.md", *(TEMPLATE / "docs").glob("*.md")]:
+        assert_links_resolve(page)

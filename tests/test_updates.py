@@ -42,7 +42,7 @@ RECYCLE_NEW = "database_pool_recycle: int = 900"
 SETTINGS = Path("src", SLUG, "settings.py")
 
 # The project's user, between baking and updating: a model with its migration, README and
-# database.py edits (lines the template release does not touch).
+# repository.py edits (lines the template release does not touch).
 USER_MODEL = """
 
 class Author(Base):
@@ -83,9 +83,7 @@ def downgrade() -> None:
     op.drop_table("authors")
 '''
 USER_README = "Owned by the payments team; questions to #payments-oncall.\n\n"
-USER_DATABASE = (
-    "\n\n# Ours: sessions held longer than this are logged as slow.\nSLOW_SESSION_MS = 500\n"
-)
+USER_REPOSITORY = "\n\n# Ours: pages of tutorials listed at most.\nMAX_TUTORIALS_LISTED = 500\n"
 
 
 def git(cwd: Path, *arguments: str) -> str:
@@ -196,7 +194,7 @@ def start_a_repository(project: Path) -> None:
 
 
 def change_as_a_user(project: Path) -> dict[Path, bytes]:
-    """A model with its migration, README and database.py edits; committed. Returns the
+    """A model with its migration, README and repository.py edits; committed. Returns the
     changed files' contents."""
     [initial] = (project / "alembic" / "versions").glob("*.py")
     down_revision = re.search(r'^revision: str = "(\w+)"', initial.read_text(), re.M)
@@ -204,7 +202,7 @@ def change_as_a_user(project: Path) -> dict[Path, bytes]:
     migration = project / "alembic" / "versions" / "2026_12_01_0930-5d1c0ffee001_authors.py"
     migration.write_text(USER_MIGRATION.format(down_revision=down_revision[1]), encoding="utf-8")
     append(project / "src" / SLUG / "models.py", USER_MODEL)
-    append(project / "src" / SLUG / "database.py", USER_DATABASE)
+    append(project / "src" / SLUG / "repository.py", USER_REPOSITORY)
     readme = project / "README.md"
     title, _, rest = readme.read_text(encoding="utf-8").partition("\n\n")
     readme.write_text(f"{title}\n\n{USER_README}{rest}", encoding="utf-8")
@@ -212,7 +210,7 @@ def change_as_a_user(project: Path) -> dict[Path, bytes]:
     changed = [
         migration,
         readme,
-        *(project / "src" / SLUG / name for name in ("models.py", "database.py")),
+        *(project / "src" / SLUG / name for name in ("models.py", "repository.py")),
     ]
     return {path: path.read_bytes() for path in changed}
 
@@ -268,7 +266,7 @@ def test_the_template_release_arrives(update: Update) -> None:
 
 
 def test_every_user_change_survives_and_nothing_conflicts(update: Update) -> None:
-    """The user's model, migration, README and database.py edits are intact; no .rej, no
+    """The user's model, migration, README and repository.py edits are intact; no .rej, no
     conflict markers, no unmerged path; .env and the migration history are untouched."""
     project = update.project
     readme = project / "README.md"

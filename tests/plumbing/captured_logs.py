@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from {{ cookiecutter.project_slug }}.logs import logging_config
+from {{ cookiecutter.project_slug }}.core.logs import logging_config
 from {{ cookiecutter.project_slug }}.settings import Settings
 
 # The loggers logging_config() changes beside the root.

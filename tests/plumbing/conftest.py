@@ -9,7 +9,7 @@ from pydantic import SecretStr
 from sqlalchemy import URL, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from {{ cookiecutter.project_slug }} import database
+from {{ cookiecutter.project_slug }}.core import database
 from {{ cookiecutter.project_slug }}.settings import Settings
 
 from .servers import running_server

@@ -21,8 +21,8 @@ from sqlalchemy import URL, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from {{ cookiecutter.project_slug }}.connections import ConnectError
-from {{ cookiecutter.project_slug }}.database import create_engine
+from {{ cookiecutter.project_slug }}.core.connections import ConnectError
+from {{ cookiecutter.project_slug }}.core.database import create_engine
 from {{ cookiecutter.project_slug }}.settings import Settings
 
 from .conftest import settings_for

@@ -14,13 +14,14 @@ from sqlalchemy import URL, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from {{ cookiecutter.project_slug }}.budget import connection_budget
-from {{ cookiecutter.project_slug }}.connections import sqlstate
-from {{ cookiecutter.project_slug }}.database import APPLICATION_NAME, create_engine
-from {{ cookiecutter.project_slug }}.migrations import (
+from {{ cookiecutter.project_slug }}.core.budget import connection_budget, pool_limits
+from {{ cookiecutter.project_slug }}.core.connections import sqlstate
+from {{ cookiecutter.project_slug }}.core.database import APPLICATION_NAME, create_engine
+from {{ cookiecutter.project_slug }}.core.migrations import (
     LOCK_NOT_AVAILABLE,
     MIGRATION_LOCK_ID,
     migrate,
+    migration_settings,
     upgrade,
 )
 from {{ cookiecutter.project_slug }}.settings import Settings
@@ -52,10 +53,10 @@ def downgrade() -> None:
 
 
 async def migrate_command(tmp_path: Path, **environment: str) -> tuple[int | None, str]:
-    """`python -m <package>.migrations upgrade` from elsewhere than the project: its exit
+    """`python -m <package>.core.migrations upgrade` from elsewhere than the project: its exit
     code and output."""
     process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "{{ cookiecutter.project_slug }}.migrations", "upgrade"),
+        *(sys.executable, "-m", "{{ cookiecutter.project_slug }}.core.migrations", "upgrade"),
         cwd=tmp_path,
         env={**os.environ, **environment},
         stdout=asyncio.subprocess.PIPE,
@@ -105,17 +106,17 @@ async def test_a_bad_migration_url_is_one_line_naming_it(tmp_path: Path) -> None
 
 
 def test_the_migration_settings_leave_pgbouncer_mode_to_database_url() -> None:
-    """`for_migrations()` is the migration URL without PgBouncer's workarounds, or, without
+    """`migration_settings()` is the migration URL without PgBouncer's workarounds, or, without
     one, the settings themselves."""
     direct = URL.create("postgresql+asyncpg", "u", "pw", "db.internal", 5432, "app")
     pooled = settings_for(direct.set(port=6432), database_pgbouncer=True)
-    assert pooled.for_migrations() is pooled
+    assert migration_settings(pooled) is pooled
     both = settings_for(
         direct.set(port=6432),
         database_pgbouncer=True,
         database_migration_url=SecretStr(raw(direct)),
     )
-    migrating = both.for_migrations()
+    migrating = migration_settings(both)
     assert migrating.database_url_object.port == 5432
     assert migrating.database_pgbouncer is False
 
@@ -248,8 +249,8 @@ def test_the_default_pool_keeps_every_connection_it_opens() -> None:
     """30 + 0: no overflow connection to close when it comes back, so no login per burst;
     three processes fit a default server's 97 connections."""
     defaults = Settings.model_construct()
-    assert defaults.pool_limits == (30, 0)
-    assert 3 * sum(defaults.pool_limits) <= 100 - 3
+    assert pool_limits(defaults) == (30, 0)
+    assert 3 * sum(pool_limits(defaults)) <= 100 - 3
 
 
 def test_a_connection_budget_is_shared_by_the_processes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -258,7 +259,7 @@ def test_a_connection_budget_is_shared_by_the_processes(monkeypatch: pytest.Monk
     monkeypatch.setenv("DATABASE_CONNECTION_BUDGET", "90")
     monkeypatch.setenv("WEB_CONCURRENCY", "4")
     settings = settings_for(URL.create("postgresql+asyncpg", host="db.example"))
-    assert settings.pool_limits == (22, 0)
+    assert pool_limits(settings) == (22, 0)
     pool = create_engine(settings).pool
     assert (pool.size(), pool._max_overflow) == (22, 0)  # type: ignore[attr-defined]
 

@@ -8,8 +8,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from {{ cookiecutter.project_slug }}.database import create_engine
-from {{ cookiecutter.project_slug }}.fair_pool import FairQueue
+from {{ cookiecutter.project_slug }}.core.database import create_engine
+from {{ cookiecutter.project_slug }}.core.fair_pool import FairQueue
 
 from .conftest import settings_for
 

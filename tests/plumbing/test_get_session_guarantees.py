@@ -11,7 +11,7 @@ from sqlalchemy import insert, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from {{ cookiecutter.project_slug }}.database import TransactionAbortedError, get_session
+from {{ cookiecutter.project_slug }}.core.database import TransactionAbortedError, get_session
 from {{ cookiecutter.project_slug }}.models import Tutorial
 from {{ cookiecutter.project_slug }}.repository import save_tutorial, save_tutorials
 

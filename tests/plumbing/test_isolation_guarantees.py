@@ -11,18 +11,14 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from {{ cookiecutter.project_slug }} import database
-from {{ cookiecutter.project_slug }}.migrations import upgrade
+from {{ cookiecutter.project_slug }}.core.migrations import upgrade
 
-from ..conftest import (
-    with_suffix,
-)
-from ..server_state import count_tutorials
+from ..server_state import count_tutorials, with_suffix
 from .servers import PROJECT_ROOT
 
-USERS_FIRST_TEST = f"""
-from {database.__package__}.database import get_session
-from {database.__package__}.repository import save_tutorial
+USERS_FIRST_TEST = """
+from {{ cookiecutter.project_slug }}.core.database import get_session
+from {{ cookiecutter.project_slug }}.repository import save_tutorial
 
 
 async def test_save() -> None:

@@ -10,8 +10,8 @@ from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from {{ cookiecutter.project_slug }} import database
-from {{ cookiecutter.project_slug }}.logs import logging_config, request_id
+from {{ cookiecutter.project_slug }}.core import database
+from {{ cookiecutter.project_slug }}.core.logs import logging_config, request_id
 from {{ cookiecutter.project_slug }}.settings import Settings
 
 from .captured_logs import captured_logs
@@ -76,7 +76,7 @@ async def test_a_slow_statement_is_logged_with_its_duration_and_no_parameters(
 ) -> None:
     """With DATABASE_SLOW_STATEMENT_MS=100, a 0.2 s statement is logged (with the request id
     bound at the time) and a fast one is not; no line holds a parameter's value."""
-    settings = settings_for(database.engine.url, database_slow_statement_ms=100)
+    settings = settings_for(database.get_engine().url, database_slow_statement_ms=100)
     bind_get_session(settings)
     secret = "parameter-value-never-logged"
     with captured_logs(Settings(log_format="json")) as logs:  # type: ignore[call-arg]
@@ -99,7 +99,7 @@ async def test_a_slow_statement_is_logged_with_its_duration_and_no_parameters(
 
 async def test_slow_statements_off_by_default_cost_no_listener() -> None:
     """DATABASE_SLOW_STATEMENT_MS=0 (the default) registers nothing on the engine."""
-    engine = database.create_engine(settings_for(database.engine.url))
+    engine = database.create_engine(settings_for(database.get_engine().url))
     try:
         dispatch = engine.sync_engine.dispatch
         assert not dispatch.before_cursor_execute

@@ -16,8 +16,8 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from {{ cookiecutter.project_slug }} import migrations
-from {{ cookiecutter.project_slug }}.migrations import (
+from {{ cookiecutter.project_slug }}.core import migrations
+from {{ cookiecutter.project_slug }}.core.migrations import (
     MIGRATION_LOCK_ID,
     alembic_config,
     downgrade,

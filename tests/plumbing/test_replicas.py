@@ -18,13 +18,13 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from {{ cookiecutter.project_slug }} import database
-from {{ cookiecutter.project_slug }}.database import (
+from {{ cookiecutter.project_slug }}.core import database
+from {{ cookiecutter.project_slug }}.core.database import (
     WriteInReadSessionError,
     get_read_session,
     get_session,
 )
-from {{ cookiecutter.project_slug }}.migrations import upgrade
+from {{ cookiecutter.project_slug }}.core.migrations import upgrade
 from {{ cookiecutter.project_slug }}.models import Tutorial
 from {{ cookiecutter.project_slug }}.settings import Settings
 

@@ -10,8 +10,9 @@ from pydantic import SecretStr, ValidationError
 from sqlalchemy import URL, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from {{ cookiecutter.project_slug }}.database import create_engine
-from {{ cookiecutter.project_slug }}.settings import Settings, connect_args, to_async_url
+from {{ cookiecutter.project_slug }}.core.database import create_engine
+from {{ cookiecutter.project_slug }}.core.urls import connect_args, to_async_url
+from {{ cookiecutter.project_slug }}.settings import Settings
 
 from ..conftest import DEVELOPMENT_URL
 from .servers import PROJECT_ROOT

@@ -6,7 +6,8 @@ from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from {{ cookiecutter.project_slug }}.migrations import MIGRATION_LOCK_ID
+from {{ cookiecutter.project_slug }}.core.database import create_engine
+from {{ cookiecutter.project_slug }}.core.migrations import MIGRATION_LOCK_ID, migration_settings
 from {{ cookiecutter.project_slug }}.models import Base
 from {{ cookiecutter.project_slug }}.settings import get_settings
 
@@ -101,12 +102,10 @@ async def run_async_migrations(connectable: AsyncEngine | AsyncConnection | None
         await connectable.run_sync(do_run_migrations)
         return
 
-    # Imported here, not at the top: offline mode needs no settings and no DATABASE_URL.
-    from {{ cookiecutter.project_slug }}.database import create_engine
-
     # The app's engine options, but no pool for a one-off run, and DATABASE_MIGRATION_URL
     # (a direct connection) when it is set, else DATABASE_URL (PgBouncer mode included).
-    engine = connectable or create_engine(get_settings().for_migrations(), poolclass=pool.NullPool)
+    settings = migration_settings(get_settings())
+    engine = connectable or create_engine(settings, poolclass=pool.NullPool)
     async with engine.connect() as connection:
         await connection.run_sync(do_run_migrations)
 

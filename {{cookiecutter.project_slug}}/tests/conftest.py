@@ -13,77 +13,38 @@ everything a test does there, commits included, is undone when it ends.
 import logging
 import os
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import URL, event, make_url, text
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
+from {{ cookiecutter.project_slug }}.core import database
+from {{ cookiecutter.project_slug }}.core.migrations import upgrade
 from {{ cookiecutter.project_slug }}.settings import get_settings
 
-# Before the app's engine is built (on importing `database`), point the settings at the test
-# database, for this process and every process a test starts: no test can reach .env's.
-# pytest-xdist's workers inherit the switch: one that finds DATABASE_URL as its parent left
-# it starts again from the parent's URL.
-if os.environ.get("DATABASE_URL") == os.environ.get("TESTS_DATABASE_URL", ""):
-    os.environ["DATABASE_URL"] = os.environ["TESTS_DEVELOPMENT_DATABASE_URL"]
+from .server_state import empty_tables, temporary_database, with_suffix
+
+# .env's database (or DATABASE_URL's): its server hosts the test databases; it is never written.
 DEVELOPMENT = get_settings()
-DEVELOPMENT_URL = make_url(DEVELOPMENT.database_url.get_secret_value())
-os.environ["TESTS_DEVELOPMENT_DATABASE_URL"] = DEVELOPMENT.database_url.get_secret_value()
-
-
-def with_suffix(name: str, suffix: str) -> str:
-    """`name_suffix`, the name shortened so the whole fits PostgreSQL's 63 bytes."""
-    return f"{name.encode()[: 62 - len(suffix.encode())].decode(errors='ignore')}_{suffix}"
+DEVELOPMENT_URL = DEVELOPMENT.database_url_object
 
 
 # `pytest -n auto` (pytest-xdist): each worker process has a test database of its own.
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 TEST_DATABASE = with_suffix(DEVELOPMENT_URL.database or "", f"test_{WORKER}" if WORKER else "test")
-os.environ["DATABASE_URL"] = os.environ["TESTS_DATABASE_URL"] = DEVELOPMENT_URL.set(
-    database=TEST_DATABASE
-).render_as_string(hide_password=False)
-os.environ["DATABASE_READ_URL"] = ""  # .env's replica copies .env's database: read the test one
-get_settings.cache_clear()
-
-from {{ cookiecutter.project_slug }} import database  # noqa: E402  (after the switch)
-from {{ cookiecutter.project_slug }}.migrations import upgrade  # noqa: E402
-from {{ cookiecutter.project_slug }}.models import Base  # noqa: E402
 
 
-@asynccontextmanager
-async def temporary_database(name: str) -> AsyncIterator[URL]:
-    """Create an empty database `name` on the server in .env, and drop it afterwards."""
-    # Connected to .env's database only to run CREATE and DROP DATABASE, which write nothing
-    # there; the app's engine options (TLS and the like) apply.
-    admin = database.create_engine(DEVELOPMENT, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    quoted = admin.dialect.identifier_preparer.quote(name)
-
-    async def drop() -> None:
-        # Not DROP ... WITH (FORCE): PostgreSQL refuses that to a non-superuser while an
-        # autovacuum worker is in the database (seen in CI on 15). A plain DROP stops autovacuum
-        # itself and waits up to 5 s for the sessions ended here (only ours: all we may end).
-        async with admin.connect() as connection:
-            await connection.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"
-                    " AND usename = current_user AND pid <> pg_backend_pid()"
-                ),
-                {"name": name},
-            )
-            await connection.execute(text(f"DROP DATABASE IF EXISTS {quoted}"))
-
-    await drop()
-    async with admin.connect() as connection:
-        await connection.execute(text(f"CREATE DATABASE {quoted}"))
-    try:
-        yield DEVELOPMENT.database_url_object.set(database=name)
-    finally:
-        await drop()
-        await admin.dispose()
+@pytest.fixture(scope="session", autouse=True)
+def on_the_test_database() -> None:
+    """Nothing: from here on the settings, the app's engine (built on first use) and every
+    process a test starts name the test database."""
+    test_url = DEVELOPMENT_URL.set(database=TEST_DATABASE)
+    os.environ["DATABASE_URL"] = test_url.render_as_string(hide_password=False)
+    os.environ["DATABASE_READ_URL"] = ""  # .env's replica copies .env's database
+    get_settings.cache_clear()
 
 
 class ReadOnlySavepoint(Session):
@@ -99,21 +60,15 @@ def read_only(session: Session, transaction: Any, connection: Any) -> None:
 
 
 @pytest.fixture(scope="session")
-async def engine() -> AsyncIterator[AsyncEngine]:
+async def engine(on_the_test_database: None) -> AsyncIterator[AsyncEngine]:
     """The app's own engine, on the test database: created, migrated to head, dropped after."""
-    if database.engine.url.database != TEST_DATABASE:
-        pytest.exit(f"refusing to test on {database.engine.url.database!r}: not the test database")
-    async with temporary_database(TEST_DATABASE):
-        await upgrade(database.engine)
-        yield database.engine
+    engine = database.get_engine()
+    if engine.url.database != TEST_DATABASE:
+        pytest.exit(f"refusing to test on {engine.url.database!r}: not the test database")
+    async with temporary_database(DEVELOPMENT, TEST_DATABASE):
+        await upgrade(engine)
+        yield engine
         await database.dispose()
-
-
-async def empty_tables(engine: AsyncEngine) -> None:
-    """Delete every row of every model's table (and restart their identities)."""
-    tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
-    async with engine.begin() as connection:
-        await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
 
 
 @pytest.fixture(scope="session")
@@ -183,7 +138,7 @@ async def session() -> AsyncIterator[AsyncSession]:
 @pytest.fixture
 async def empty_engine() -> AsyncIterator[AsyncEngine]:
     """An engine on a new, empty database of its own (for migration tests)."""
-    async with temporary_database(with_suffix(TEST_DATABASE, "migrations")) as url:
+    async with temporary_database(DEVELOPMENT, with_suffix(TEST_DATABASE, "migrations")) as url:
         engine = create_async_engine(url, poolclass=NullPool)
         yield engine
         await engine.dispose()

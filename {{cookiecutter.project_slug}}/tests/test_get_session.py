@@ -8,7 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from {{ cookiecutter.project_slug }}.database import TransactionAbortedError, get_session
+from {{ cookiecutter.project_slug }}.core.database import TransactionAbortedError, get_session
 from {{ cookiecutter.project_slug }}.repository import save_tutorial
 
 from .server_state import count_tutorials

@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import insert, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from {{ cookiecutter.project_slug }} import database
-from {{ cookiecutter.project_slug }}.database import get_session
+from {{ cookiecutter.project_slug }}.core import database
+from {{ cookiecutter.project_slug }}.core.database import get_session
 from {{ cookiecutter.project_slug }}.models import Tutorial
 from {{ cookiecutter.project_slug }}.repository import save_tutorial
 from {{ cookiecutter.project_slug }}.settings import get_settings
@@ -20,7 +20,7 @@ def test_everything_points_at_the_test_database() -> None:
     """The settings, the app's engine and child processes name the test database."""
     assert DEVELOPMENT_URL.database != TEST_DATABASE
     assert get_settings().database_url_object.database == TEST_DATABASE
-    assert database.engine.url.database == TEST_DATABASE
+    assert database.get_engine().url.database == TEST_DATABASE
     assert make_url(os.environ["DATABASE_URL"]).database == TEST_DATABASE
 
 
@@ -35,7 +35,7 @@ async def test_a_plain_test_saves_through_get_session() -> None:
 
 async def test_a_plain_test_writes_on_the_apps_engine(engine: AsyncEngine) -> None:
     """Code that takes its own connection from the app's engine commits for real..."""
-    async with database.engine.begin() as connection:
+    async with database.get_engine().begin() as connection:
         await connection.execute(insert(Tutorial).values(name="leak probe on the engine"))
     assert await count_tutorials(engine, "leak probe") == 1
 

@@ -15,7 +15,7 @@ from pytest_alembic.tests import (
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from {{ cookiecutter.project_slug }}.migrations import downgrade, upgrade
+from {{ cookiecutter.project_slug }}.core.migrations import downgrade, upgrade
 
 __all__ = [
     "test_model_definitions_match_ddl",

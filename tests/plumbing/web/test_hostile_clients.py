@@ -1,4 +1,4 @@
-"""The service as production runs it (`python -m <package>.serve`: uvicorn, httptools, the
+"""The service as production runs it (`python -m <package>.core.serve`: uvicorn, httptools, the
 client limits) against hostile clients and a database having a bad day: every answer as it
 should be, memory and other clients' latency bounded, and nothing logged as an error."""
 
@@ -22,9 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import URL, text
 from sqlalchemy.pool import NullPool
 
-from {{ cookiecutter.project_slug }}.database import create_engine
-from {{ cookiecutter.project_slug }}.migrations import migrate
-from {{ cookiecutter.project_slug }}.observability import METHODS, OTHER_METHOD, UNMATCHED
+from {{ cookiecutter.project_slug }}.core.database import create_engine
+from {{ cookiecutter.project_slug }}.core.migrations import migrate
+from {{ cookiecutter.project_slug }}.core.observability import METHODS, OTHER_METHOD, UNMATCHED
 
 from ..conftest import settings_for
 from ..servers import free_port

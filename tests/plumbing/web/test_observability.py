@@ -16,9 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from {{ cookiecutter.project_slug }} import database
-from {{ cookiecutter.project_slug }}.observability import metrics_app
-from {{ cookiecutter.project_slug }}.web import Session, WebSettings, create_app
+from {{ cookiecutter.project_slug }}.core import database
+from {{ cookiecutter.project_slug }}.core.observability import metrics_app
+from {{ cookiecutter.project_slug }}.core.web import SessionDep
+from {{ cookiecutter.project_slug }}.settings import Settings
+from {{ cookiecutter.project_slug }}.web import create_app
 
 from ..captured_logs import captured_logs
 from ..conftest import settings_for
@@ -28,8 +30,8 @@ from .test_web_server import serving, settled
 PACKAGE = "{{ cookiecutter.project_slug }}"
 
 
-def json_settings(**overrides: Any) -> WebSettings:
-    return WebSettings(log_format="json", **overrides)
+def json_settings(**overrides: Any) -> Settings:
+    return Settings(log_format="json", **overrides)
 
 
 async def scrape() -> dict[str, float]:
@@ -59,12 +61,12 @@ async def test_log_lines_carry_request_ids_sqlstates_and_no_secret(
     request has method, route, status and duration; a database error's line has its SQLSTATE;
     no line holds the password, the URL or a statement's parameters."""
     # Every statement is "slow": the data layer writes a line inside each request.
-    bind_get_session(settings_for(database.engine.url, database_slow_statement_ms=0.001))
+    bind_get_session(settings_for(database.get_engine().url, database_slow_statement_ms=0.001))
     settings = json_settings()
     app = create_app(settings)
 
     @app.get("/divide-by-zero")
-    async def divide_by_zero(session: Session) -> None:
+    async def divide_by_zero(session: SessionDep) -> None:
         await session.execute(text("SELECT 1 / 0"))
 
     name = "a name that is a statement parameter"
@@ -100,7 +102,7 @@ async def test_log_lines_carry_request_ids_sqlstates_and_no_secret(
         "fails-1",
         "ERROR",  # a 500: a bug, worth an alert
     )
-    url = database.engine.url
+    url = database.get_engine().url
     everything = logs.text()
     for secret in (url.password, url.render_as_string(hide_password=False), name):
         assert str(secret) not in everything
@@ -148,7 +150,7 @@ async def test_metrics_parse_and_the_pool_gauge_follows_held_connections(
     app = create_app(json_settings())
 
     @app.get("/divide-by-zero")
-    async def divide_by_zero(session: Session) -> None:
+    async def divide_by_zero(session: SessionDep) -> None:
         await session.execute(text("SELECT 1 / 0"))
 
     async with (
@@ -176,7 +178,7 @@ async def test_metrics_parse_and_the_pool_gauge_follows_held_connections(
         after = await scrape()
     assert during[sample("database_pool_checked_out")] >= 5
     assert after[sample("database_pool_checked_out")] == 0
-    assert after[sample("database_pool_size")] == database.engine.pool.size()  # type: ignore[attr-defined]
+    assert after[sample("database_pool_size")] == database.get_engine().pool.size()  # type: ignore[attr-defined]
     created = sample("http_requests_total", method="POST", route="/tutorials", status="201")
     assert after[created] - before.get(created, 0) == 5
     latency = sample("http_request_duration_seconds_count", method="POST", route="/tutorials")

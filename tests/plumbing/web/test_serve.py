@@ -1,4 +1,4 @@
-"""`python -m <package>.serve` in a process of its own: the drain on SIGTERM, the budget;
+"""`python -m <package>.core.serve` in a process of its own: the drain on SIGTERM, the budget;
 uvicorn workers sharing a connection budget."""
 
 import asyncio
@@ -14,7 +14,8 @@ from sqlalchemy import URL, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
-from {{ cookiecutter.project_slug }}.database import create_engine
+from {{ cookiecutter.project_slug }}.core.database import create_engine
+from {{ cookiecutter.project_slug }}.settings import Settings
 
 from ...server_state import count_tutorials
 from ..conftest import settings_for
@@ -39,12 +40,12 @@ class Serving:
             self.lines.append(line.decode())
 
 
-SERVE = ("{{ cookiecutter.project_slug }}.serve", "--host", "127.0.0.1")
+SERVE = ("{{ cookiecutter.project_slug }}.core.serve", "--host", "127.0.0.1")
 
 
 @asynccontextmanager
 async def serve(*command: str, **environment: str) -> AsyncIterator[Serving]:
-    """`python -m <package>.serve` (or `python -m` `command`) on a free port, its metrics on
+    """`python -m <package>.core.serve` (or `python -m` `command`) on a free port, its metrics on
     another, with `environment`, until it started; then yields, and stops it (if still
     running) when the block ends."""
     port = free_port()
@@ -126,9 +127,7 @@ async def test_over_budget_serve_warns_once_with_the_fix(small_server: URL) -> N
 def test_drain_and_grace_fit_the_orchestrators_grace_period() -> None:
     """The defaults: drain + grace below Kubernetes' 30 s, a statement's timeout below the
     grace, so the requests in flight end before SIGKILL."""
-    from {{ cookiecutter.project_slug }}.serve import ServeSettings
-
-    settings = ServeSettings()  # type: ignore[call-arg]  # from the environment
+    settings = Settings()  # type: ignore[call-arg]  # from the environment
     assert settings.shutdown_drain_seconds + settings.shutdown_grace_seconds < 30
     assert settings.database_command_timeout < settings.shutdown_grace_seconds
 

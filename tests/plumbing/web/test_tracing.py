@@ -13,7 +13,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from {{ cookiecutter.project_slug }}.web import WebSettings, create_app
+from {{ cookiecutter.project_slug }}.settings import Settings
+from {{ cookiecutter.project_slug }}.web import create_app
 
 from ..captured_logs import captured_logs
 from ..servers import PROJECT_ROOT
@@ -42,7 +43,7 @@ async def test_a_post_is_a_server_span_with_a_child_span_holding_the_insert(
     span inside it with the statement's text and no parameter; its log lines carry the trace
     id."""
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
-    settings = WebSettings(log_format="json")  # type: ignore[call-arg]
+    settings = Settings(log_format="json")  # type: ignore[call-arg]
     name = "a traced name, never in a span"
     with captured_logs(settings) as logs:
         async with (

@@ -12,7 +12,7 @@ from sqlalchemy import URL, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.pool import NullPool
 
-from {{ cookiecutter.project_slug }} import database
+from {{ cookiecutter.project_slug }}.core import database
 from {{ cookiecutter.project_slug }}.web import create_app
 
 from ...server_state import count_tutorials
@@ -179,7 +179,7 @@ async def test_the_lifespan_disposes_the_engine(engine: AsyncEngine) -> None:
 @pytest.mark.usefixtures("unreachable_database")
 async def test_an_unreachable_database_is_503(client: AsyncClient) -> None:
     """No database: /ready and the routes answer 503 JSON, naming no host or password."""
-    password = database.engine.url.password or ""
+    password = database.get_engine().url.password or ""
     for method, path in [("GET", "/ready"), ("POST", "/tutorials"), ("GET", "/tutorials/1")]:
         response = await client.request(method, path, json={"name": "unstored"})
         assert response.status_code == 503, (method, path)

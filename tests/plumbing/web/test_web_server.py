@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from sqlalchemy import URL, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from {{ cookiecutter.project_slug }}.client_limits import limited_protocol
+from {{ cookiecutter.project_slug }}.core.client_limits import limited_protocol
 from {{ cookiecutter.project_slug }}.web import create_app
 
 from ...server_state import count_tutorials

@@ -7,15 +7,13 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
-from .logs import configure_logging
+from .core.database import dispose, get_session
+from .core.logs import configure_logging
+from .repository import list_tutorials, save_tutorial
 from .settings import get_settings, invalid_settings
 
 
 async def main() -> None:
-    # Imported here: the engine is built on import, after run() has checked the settings.
-    from .database import dispose, get_session
-    from .repository import list_tutorials, save_tutorial
-
     try:
         async with get_session() as session:
             await save_tutorial(session, f"Tutorial saved at {datetime.now(UTC):%Y-%m-%d %H:%M:%S}")

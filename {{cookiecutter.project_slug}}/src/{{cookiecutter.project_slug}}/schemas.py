@@ -31,9 +31,3 @@ class TutorialPage(BaseModel):
 
     items: list[TutorialRead]
     next_after: int | None
-
-
-class Problem(BaseModel):
-    """Every error answer: one line a client can act on, never internals."""
-
-    detail: str

@@ -26,10 +26,16 @@ def tracer_provider() -> trace.TracerProvider:
     return provider
 
 
-def instrument(app: FastAPI, engine: AsyncEngine) -> None:
-    """Trace `app`'s requests, and `engine`'s statements (once per process)."""
+def instrument(app: FastAPI) -> None:
+    """Trace `app`'s requests; its lifespan traces the engine's statements once it built the
+    engine (`instrument_engine`)."""
     provider = tracer_provider()
     FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls="/health")
+    app.state.tracer_provider = provider
+
+
+def instrument_engine(engine: AsyncEngine, provider: trace.TracerProvider) -> None:
+    """Trace `engine`'s statements (once per process)."""
     statements = SQLAlchemyInstrumentor()  # one per process
     if not statements.is_instrumented_by_opentelemetry:
         # The async engine's sync_engine is where SQLAlchemy's events fire; the version check

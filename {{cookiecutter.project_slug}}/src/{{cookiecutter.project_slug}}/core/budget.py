@@ -1,11 +1,19 @@
-"""The connection budget: do this service's pools fit the server's `max_connections`?"""
+"""The connection budget: how large each process's pool is, and do the pools of all the
+processes fit the server's `max_connections`?"""
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .settings import Settings
+if TYPE_CHECKING:  # settings.py imports this module
+    from ..settings import Settings
+
+# The fewest connections a budget may leave a process: migrating takes two at once (env.py
+# holds its lock on a second connection), and with one the startup migration would wait
+# for itself until the pool timeout.
+MIN_POOL = 2
 
 # Connection slots no ordinary role may take: superuser_reserved_connections, and from
 # PostgreSQL 16 on reserved_connections (for pg_use_reserved_connections); missing_ok
@@ -15,6 +23,33 @@ SERVER_LIMITS = text(
     " current_setting('superuser_reserved_connections')::int,"
     " coalesce(current_setting('reserved_connections', true), '0')::int"
 )
+
+
+def pool_limits(settings: "Settings") -> tuple[int, int]:
+    """This process's (pool size, max overflow): DATABASE_CONNECTION_BUDGET shared by
+    WEB_CONCURRENCY processes when a budget is set, else DATABASE_POOL_SIZE and
+    DATABASE_MAX_OVERFLOW."""
+    if settings.database_connection_budget is None:
+        return settings.database_pool_size, settings.database_max_overflow
+    return settings.database_connection_budget // settings.web_concurrency, 0
+
+
+def check_pool_settings(settings: "Settings") -> None:
+    """A budget decides the pool: refused beside an explicit pool size, or too small."""
+    if settings.database_connection_budget is None:
+        return
+    explicit = {"database_pool_size", "database_max_overflow"} & settings.model_fields_set
+    if explicit:
+        raise ValueError(
+            "DATABASE_CONNECTION_BUDGET sizes the pool itself: unset "
+            + " and ".join(sorted(name.upper() for name in explicit))
+        )
+    if settings.database_connection_budget < MIN_POOL * settings.web_concurrency:
+        raise ValueError(
+            f"DATABASE_CONNECTION_BUDGET={settings.database_connection_budget} leaves less "
+            f"than {MIN_POOL} connections to each of WEB_CONCURRENCY="
+            f"{settings.web_concurrency} processes (a migration on startup takes two)"
+        )
 
 
 @dataclass(frozen=True)
@@ -53,14 +88,14 @@ class Budget:
         )
 
 
-async def connection_budget(engine: AsyncEngine, settings: Settings, processes: int) -> Budget:
+async def connection_budget(engine: AsyncEngine, settings: "Settings", processes: int) -> Budget:
     """The budget of `processes` processes with `settings`' pools on `engine`'s server."""
     async with engine.connect() as connection:
         limits = (await connection.execute(SERVER_LIMITS)).one()
     max_connections, superuser_reserved, reserved = limits
     return Budget(
         processes=processes,
-        per_process=sum(settings.pool_limits),
+        per_process=sum(pool_limits(settings)),
         max_connections=max_connections,
         reserved=superuser_reserved + reserved,
     )

@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.util import await_only
 
+from ..settings import Settings
 from . import logs
-from .settings import Settings
 
 # SQLSTATE in_failed_sql_transaction: "current transaction is aborted".
 IN_FAILED_SQL_TRANSACTION = "25P02"
@@ -56,7 +56,7 @@ def sqlstate(error: BaseException) -> str:
 # class: connection exceptions, insufficient resources (disk full, out of memory, too many
 # connections), the server shutting down, starting up or crashed. By code: serialization
 # failure, deadlock, a lock not granted within lock_timeout, a statement cancelled (the
-# server's statement_timeout). The template's docs/operations.md has the whole table.
+# server's statement_timeout). docs/operations.md has the whole table.
 TRANSIENT_CLASSES = ("08", "53", "57P")
 # No connection, or no answer, in time: connect, pool checkout, statement; or a pooled one dead.
 UNREACHABLE = (ConnectError, PoolTimeoutError, StatementTimeoutError, DisconnectionError)
@@ -126,8 +126,8 @@ class CommitCheckingConnection(asyncpg.Connection):  # type: ignore[misc]  # asy
 # Transactions and savepoints in which a statement failed, and how many statements failed in
 # this process: get_session() looks for an aborted transaction (a trip through SQLAlchemy's
 # greenlet bridge) only when the count moved during its block. The mark is on the transaction
-# object, so it ends with it: a flag on the connection needed listeners on every BEGIN, COMMIT
-# and ROLLBACK to clear it, which cost ~10 % of a save's CPU.
+# object, so it ends with it, and no listener on every BEGIN, COMMIT and ROLLBACK is needed
+# to clear it.
 aborted_transactions: WeakSet[Transaction] = WeakSet()
 failed_statements = 0
 
@@ -178,8 +178,8 @@ def check_pooled_connections(engine: AsyncEngine, settings: Settings) -> AsyncEn
             try:
                 await_only(driver.execute(PING, timeout=settings.database_pool_ping_timeout))
             except Exception as error:  # whatever failed, a new connection is the cure
-                # Closed at once: a polite close of a connection that does not answer waited
-                # on it for half a minute (asyncpg before 0.32).
+                # Closed at once: a polite close would wait on a connection that does not
+                # answer.
                 driver.terminate()
                 reason = f"a pooled connection idle {idle:.0f} s failed its ping: {error!r}"
                 raise DisconnectionError(reason) from error

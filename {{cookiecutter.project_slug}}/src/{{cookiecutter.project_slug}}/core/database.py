@@ -1,5 +1,6 @@
-"""One engine, one session factory, and `get_session()`; `get_read_session()` for reads, on a
-replica when DATABASE_READ_URL names one."""
+"""One engine, built from the settings on first use; `get_session()` for units of work,
+`get_read_session()` for reads (on a replica when DATABASE_READ_URL names one); `dispose()`
+at shutdown."""
 
 import logging
 from collections.abc import AsyncIterator
@@ -18,9 +19,10 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from . import connections
+from ..settings import Settings, get_settings
+from . import connections, urls
+from .budget import pool_limits
 from .fair_pool import FairQueuePool
-from .settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +34,8 @@ ABORTED_MESSAGE = (
 
 
 # What pg_stat_activity shows for our connections, unless the URL names another
-# (`?application_name=`): the package's name.
-APPLICATION_NAME = __package__ or __name__.partition(".")[0]
+# (`?application_name=`): the project's package name.
+APPLICATION_NAME = __name__.partition(".")[0]
 
 
 class WriteInReadSessionError(SQLAlchemyError):
@@ -50,8 +52,8 @@ def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
     """An asyncpg engine configured by `settings` (`options` win); connects on first use."""
     connect_args: dict[str, Any] = {
         "timeout": settings.database_connect_timeout,  # the URL's connect_timeout wins
-        # The URL as asyncpg's DSN, which asyncpg parses as libpq does: see settings.connect_args.
-        **settings.database_connect_args,
+        # The URL as asyncpg's DSN, which asyncpg parses as libpq does (urls.connect_args).
+        **urls.connect_args(settings.database_url.get_secret_value()),
         "connection_class": connections.CommitCheckingConnection,
         "command_timeout": settings.database_command_timeout or None,
     }
@@ -61,8 +63,8 @@ def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
     if settings.database_pgbouncer:
         # PgBouncer in transaction mode may run each transaction on another server connection,
         # where a prepared statement from elsewhere can exist under the same name: cache none
-        # and name each one uniquely (sqlalchemy#6467, #10226). Our pool of client connections
-        # to PgBouncer stays: opening one per session was 5x slower.
+        # and name each one uniquely (sqlalchemy#6467, #10226). The pool of client connections
+        # to PgBouncer stays: a new connection per session would cost a login each.
         connect_args |= {
             "statement_cache_size": 0,
             "prepared_statement_cache_size": 0,
@@ -75,7 +77,7 @@ def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
         # would lose host lists and libpq's parameters); `async_creator` would bypass the
         # prepared_statement_* arguments it handles.
         try:
-            return engine.sync_engine.dialect.loaded_dbapi.connect(**connect_args)
+            return built.sync_engine.dialect.loaded_dbapi.connect(**connect_args)
         except Exception as error:
             # Refused, unresolvable, TLS, the connect timeout, or no host of a list that
             # target_session_attrs accepts (a failover in progress): unreachable for now. A
@@ -85,7 +87,7 @@ def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
                 raise
             raise connections.ConnectError(f"cannot connect to the database: {error!r}") from error
 
-    pool_size, max_overflow = settings.pool_limits
+    pool_size, max_overflow = pool_limits(settings)
     pooling: dict[str, Any] = {
         # Tasks waiting for a connection are served in arrival order (fair_pool.py).
         "poolclass": FairQueuePool,
@@ -96,19 +98,13 @@ def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
     }
     if options.get("poolclass") is NullPool:
         pooling = {}  # nothing to size or recycle
-    engine = create_async_engine(
+    built = create_async_engine(
         settings.database_url_object,
         echo=settings.database_echo,
         creator=connect,
         **{**pooling, **options},
     )
-    return connections.watch(engine, settings)
-
-
-engine = create_engine(get_settings())
-# expire_on_commit=False: objects stay loaded after commit, so reading an attribute later does
-# no implicit IO (which would fail outside the greenlet bridge with MissingGreenlet).
-session_factory = async_sessionmaker(engine, expire_on_commit=False)
+    return connections.watch(built, settings)
 
 
 def create_read_engine(settings: Settings) -> AsyncEngine | None:
@@ -130,26 +126,48 @@ class ReadOnlySession(Session):
 @event.listens_for(ReadOnlySession, "after_begin")
 def begin_read_only(session: Session, transaction: Any, connection: Connection) -> None:
     # Set on the driver's connection before its lazy BEGIN, not with SQLAlchemy's
-    # `postgresql_readonly` option, whose engine proxy slowed every statement's events (+16 %
-    # instructions a read). The pool's checkin makes the connection read-write again
-    # (connections.check_pooled_connections).
+    # `postgresql_readonly` option, whose engine proxy costs every statement's events. The
+    # pool's checkin makes the connection read-write again (connections.check_pooled_connections).
     driver_connection: Any = connection.connection.dbapi_connection
     driver_connection.readonly = True
 
 
-def read_sessions(bind: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions in read-only transactions on `bind`'s pool, for get_read_session()."""
+def read_sessions(bind: AsyncEngine | None = None) -> async_sessionmaker[AsyncSession]:
+    """Sessions in read-only transactions (on `bind`'s pool), for get_read_session()."""
     return async_sessionmaker(bind, expire_on_commit=False, sync_session_class=ReadOnlySession)
 
 
-# Without a read URL, reads use the primary's pool: no second engine or pool.
-read_engine = create_read_engine(get_settings())
-primary_read_session_factory = read_sessions(engine)
-read_session_factory = (
-    primary_read_session_factory if read_engine is None else read_sessions(read_engine)
-)
+# The session factories, bound to the engines when they are built (`get_engine()`), unless
+# bound before (tests bind them to their own transaction). expire_on_commit=False: objects
+# stay loaded after commit, so reading an attribute later does no implicit IO (which would
+# fail outside the greenlet bridge with MissingGreenlet).
+session_factory = async_sessionmaker(expire_on_commit=False)
+# Read-only sessions: on the replica when there is one, else the same pool as writes ...
+read_session_factory = read_sessions()
+# ... and on the primary, where reads go while the replica is down.
+primary_read_session_factory = read_sessions()
+engine: AsyncEngine | None = None
+read_engine: AsyncEngine | None = None
 # Whether the replica failed to serve the last read: one warning per outage, not per read.
 replica_down = False
+
+
+def get_engine() -> AsyncEngine:
+    """The app's engine (and the replica's, when DATABASE_READ_URL is set), built from the
+    settings the first time it is asked for; importing this module connects nowhere."""
+    global engine, read_engine
+    if engine is None:
+        settings = get_settings()
+        engine = create_engine(settings)
+        read_engine = create_read_engine(settings)
+        for factory, bind in (
+            (session_factory, engine),
+            (primary_read_session_factory, engine),
+            (read_session_factory, read_engine or engine),
+        ):
+            if factory.kw.get("bind") is None:
+                factory.configure(bind=bind)
+    return engine
 
 
 def commit_then_close(session: Session) -> None:
@@ -182,6 +200,8 @@ async def get_session() -> AsyncIterator[AsyncSession]:
     has an unknown outcome: the server may have committed. Where that matters, make the write
     idempotent or check for it afterwards.
     """
+    if engine is None:
+        get_engine()
     failed_before = connections.failed_statements
     session = session_factory()
     try:
@@ -206,8 +226,10 @@ async def get_session() -> AsyncIterator[AsyncSession]:
 async def replica_session() -> AsyncSession:
     """A read-only session holding a replica connection, else one on the primary (fallback)."""
     global replica_down
+    if engine is None:
+        get_engine()
     session = read_session_factory()
-    if read_session_factory is primary_read_session_factory:
+    if read_engine is None:
         return session  # no replica configured: the connection is taken on first use
     try:
         await session.connection()  # within database_read_fallback_timeout, or it fails
@@ -232,7 +254,7 @@ async def get_read_session() -> AsyncIterator[AsyncSession]:
     primary when it is unset or the replica cannot give a connection in time. The transaction
     ends when the block exits. A write in it, or an object added to it, raises
     `WriteInReadSessionError`. A replica lags: a read right after a write may not see it;
-    read what you just wrote with `get_session()` (the template's docs/operations.md).
+    read what you just wrote with `get_session()` (docs/operations.md, "Replicas and failover").
     """
     session = await replica_session()
     token = connections.in_read_session.set(True)
@@ -253,7 +275,8 @@ async def get_read_session() -> AsyncIterator[AsyncSession]:
 
 
 async def dispose() -> None:
-    """Close every pooled connection; call at shutdown (end of a script, app lifespan exit)."""
-    await engine.dispose()
-    if read_engine is not None:
-        await read_engine.dispose()
+    """Close every pooled connection; call at shutdown (end of a script, app lifespan exit).
+    The engines stay: a later session opens new connections."""
+    for built in (engine, read_engine):
+        if built is not None:
+            await built.dispose()

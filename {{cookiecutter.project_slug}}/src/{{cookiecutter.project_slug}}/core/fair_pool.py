@@ -3,9 +3,9 @@
 The stock pool waits on an `asyncio.Queue`. A connection given back wakes the first waiter
 but stays in the queue until that waiter runs; a task asking in the meantime (typically the
 one that just gave it back, on to its next request) takes it, and the woken waiter queues
-again at the back. Under load beyond the pool some waiters lose every round: at c=200 the
-data layer's p99 was ~10x raw asyncpg's. Here a connection given back goes straight to the
-longest waiter, and nobody takes one while others wait.
+again at the back. Under load beyond the pool some waiters lose every round. Here a
+connection given back goes straight to the longest waiter, and nobody takes one while others
+wait.
 """
 
 import asyncio

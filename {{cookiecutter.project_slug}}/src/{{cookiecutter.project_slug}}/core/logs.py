@@ -15,7 +15,7 @@ from typing import Any, TextIO
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .settings import Settings
+from ..settings import Settings
 
 # The id of the request being served ("" outside one): the web service sets it per request;
 # every log line reads it, the data layer's included (contextvars cross SQLAlchemy's greenlet

@@ -1,4 +1,4 @@
-"""`python -m <package>.serve`: the web service in production, draining on SIGTERM.
+"""`python -m <package>.core.serve`: the web service in production, draining on SIGTERM.
 
 uvicorn alone stops listening the moment SIGTERM arrives, while the load balancer still
 believes the instance ready and sends it new requests, which are refused. Here SIGTERM
@@ -28,35 +28,21 @@ import time
 from types import FrameType
 
 import uvicorn
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..settings import Settings, get_settings, invalid_settings
+from ..web import create_app
 from .budget import connection_budget
 from .client_limits import limited_protocol
 from .database import create_engine
 from .logs import logging_config
 from .observability import metrics_app
-from .settings import invalid_settings
-from .web import WebSettings, create_app
 
 logger = logging.getLogger("uvicorn.error")  # configured by uvicorn: one log for all
-
-
-class ServeSettings(WebSettings):
-    """The web service's settings, plus its shutdown timing (seconds)."""
-
-    # /ready answers 503 this long while requests are still served: a readiness probe
-    # every 2 s (the template's docs/operations.md) with failureThreshold 1 notices within it.
-    shutdown_drain_seconds: float = 5.0
-    # Then requests in flight get this long to finish; longer ones are cancelled. Keep
-    # drain + grace below the orchestrator's grace period (30 s by default), and
-    # DATABASE_COMMAND_TIMEOUT (15 s) below the grace.
-    shutdown_grace_seconds: int = 20
-    # The port of the metrics listener, on the same address as the service (0: none).
-    metrics_port: int = Field(default=9464, ge=0, le=65535)
 
 
 class Draining:
@@ -131,7 +117,7 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def check_budget(settings: ServeSettings, processes: int) -> None:
+def check_budget(settings: Settings, processes: int) -> None:
     """Warn once when `processes` pools may open more connections than the server allows."""
     if settings.database_pgbouncer:
         return  # PgBouncer's own pool size is the budget there
@@ -158,7 +144,7 @@ def main(arguments: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000, help="port (8000)")
     options = parser.parse_args(arguments)
     try:
-        settings = ServeSettings()  # type: ignore[call-arg]  # from the environment
+        settings = get_settings()
     except ValidationError as error:
         print(invalid_settings(error), file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY, Counter, Histogram, make_asgi_app
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import event
-from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.engine import Engine, ExceptionContext
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,7 +21,8 @@ from . import database
 from .connections import sqlstate
 from .logs import request_id
 
-access_log = logging.getLogger(f"{__package__}.access")
+# `<package>.access`, the name log queries filter on (the package's, not the machinery's).
+access_log = logging.getLogger(f"{__name__.partition('.')[0]}.access")
 
 # A client's X-Request-ID is kept when it is 1 to 128 printable ASCII characters, no spaces
 # (safe in a log line and a header); any other gets a new id.
@@ -52,17 +53,27 @@ DATABASE_ERRORS = Counter(
 )
 
 
+POOL_GAUGES = [
+    ("size", "Connections the pool keeps open (DATABASE_POOL_SIZE)", "size"),
+    ("checked_out", "Connections in use now", "checkedout"),
+    ("overflow", "Connections open beyond the pool size now", "overflow"),
+]
+
+
 class PoolCollector(Collector):
-    """The app's connection pool, read at each scrape: nothing is counted between scrapes."""
+    """The app's connection pool, read at each scrape: nothing is counted between scrapes
+    (and nothing is there before the engine is built, on first use)."""
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        # What registering asks for (else it collects): the names, without the engine.
+        for name, documentation, _ in POOL_GAUGES:
+            yield GaugeMetricFamily(f"database_pool_{name}", documentation)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        if database.engine is None:
+            return
         pool = database.engine.pool
-        gauges = [
-            ("size", "Connections the pool keeps open (DATABASE_POOL_SIZE)", "size"),
-            ("checked_out", "Connections in use now", "checkedout"),
-            ("overflow", "Connections open beyond the pool size now", "overflow"),
-        ]
-        for name, documentation, method in gauges:
+        for name, documentation, method in POOL_GAUGES:
             if (read := getattr(pool, method, None)) is not None:  # NullPool has none
                 yield GaugeMetricFamily(f"database_pool_{name}", documentation, max(0, read()))
 
@@ -73,7 +84,8 @@ def count_database_error(context: ExceptionContext) -> None:
 
 
 REGISTRY.register(PoolCollector())
-event.listen(database.engine.sync_engine, "handle_error", count_database_error)
+# On every engine (the app's is built later, on first use), hence on Engine itself.
+event.listen(Engine, "handle_error", count_database_error)
 
 
 class Observe:

@@ -1,9 +1,9 @@
 """Run Alembic migrations from async code: app startup, tests, scripts, the deploy step.
 
-`python -m <package>.migrations upgrade` is the deploy step: it upgrades the database to head
-from the installed package (no source tree needed), and exits at once when there is nothing
-to do. `python -m <package>.migrations FILE` is alembic's post-write hook (alembic.ini): it
-formats a new revision with ruff when ruff is installed, and otherwise only says so.
+`python -m <package>.core.migrations upgrade` is the deploy step: it upgrades the database to
+head from the installed package (no source tree needed), and exits at once when there is
+nothing to do. `python -m <package>.core.migrations FILE` is alembic's post-write hook
+(alembic.ini): it formats a new revision with ruff when ruff is installed, else says so.
 """
 
 import asyncio
@@ -22,8 +22,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
+from ..settings import PROJECT_ROOT, Settings, get_settings, invalid_settings
 from .connections import sqlstate
-from .settings import PROJECT_ROOT, Settings, get_settings, invalid_settings
+from .database import create_engine
 
 # alembic.ini and alembic/ live at the project root, beside src/, in a source checkout; the
 # wheel carries both inside the package (pyproject.toml, force-include), so an installed
@@ -31,7 +32,7 @@ from .settings import PROJECT_ROOT, Settings, get_settings, invalid_settings
 ALEMBIC_INI = next(
     (
         ini
-        for ini in (PROJECT_ROOT / "alembic.ini", Path(__file__).with_name("alembic.ini"))
+        for ini in (PROJECT_ROOT / "alembic.ini", Path(__file__).parents[1] / "alembic.ini")
         if ini.is_file()
     ),
     PROJECT_ROOT / "alembic.ini",
@@ -90,9 +91,7 @@ async def migrate(settings: Settings, config: Config | None = None) -> str:
     """
     config = config or alembic_config()
     config.attributes["lock_timeout"] = settings.database_migration_lock_timeout
-    from .database import create_engine  # here: importing `database` builds the app's engine
-
-    engine = create_engine(settings.for_migrations(), poolclass=NullPool)
+    engine = create_engine(migration_settings(settings), poolclass=NullPool)
     try:
         for attempt in range(settings.database_migration_retries + 1):
             # Its own connection: reading the revision opens a transaction, which alembic
@@ -124,6 +123,17 @@ async def migrate(settings: Settings, config: Config | None = None) -> str:
         await engine.dispose()
 
 
+def migration_settings(settings: Settings) -> Settings:
+    """`settings` with DATABASE_MIGRATION_URL as the URL, when it is set: a direct connection,
+    so without PgBouncer's transaction-mode workarounds."""
+    if settings.database_migration_url is None:
+        return settings
+    # Only the fields given: a default given explicitly would count as chosen.
+    values = {name: getattr(settings, name) for name in settings.model_fields_set}
+    values |= {"database_url": settings.database_migration_url, "database_pgbouncer": False}
+    return type(settings).model_validate(values)
+
+
 def format_revision(path: str) -> str:
     """Fix and format a new revision file with ruff, if installed; say what was done."""
     if importlib.util.find_spec("ruff") is None:
@@ -147,7 +157,7 @@ def main(arguments: list[str]) -> int:
     except ValidationError as error:
         print(invalid_settings(error), file=sys.stderr)
         return 2
-    url = settings.for_migrations().database_url_object
+    url = migration_settings(settings).database_url_object
     try:
         print(asyncio.run(migrate(settings)))
     except (DBAPIError, OSError) as error:

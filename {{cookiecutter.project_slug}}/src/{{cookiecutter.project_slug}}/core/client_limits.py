@@ -3,7 +3,7 @@ header section of at most so many bytes, a connection for at most so many second
 request is still arriving or its answers go unread, and one request parsed ahead at a time.
 
 Without these a client can send a body of any size (it is read whole, and a 422 would echo it
-back) or of absurd structure (80,000 keys cost half a second of validation), a header section
+back) or of absurd structure (each unknown key one more validation error), a header section
 of any size (httptools buffers it whole, and concatenates it piece by piece), open connections
 and never finish a request (each holds a socket forever), or pipeline requests without reading
 the answers (each parsed request and each unsent answer held in memory).
@@ -19,6 +19,8 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT, FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from ..settings import get_settings
 
 logger = logging.getLogger("uvicorn.error")  # where uvicorn reports the requests it refuses
 
@@ -303,3 +305,14 @@ def limited_protocol(request_timeout: float, max_header_bytes: int) -> type[Limi
     Protocol.request_timeout = request_timeout
     Protocol.max_header_bytes = max_header_bytes
     return Protocol
+
+
+class HTTPProtocol(LimitedHttpProtocol):
+    """The limits of the settings (REQUEST_TIMEOUT, REQUEST_MAX_HEADER_BYTES), for plain
+    uvicorn: `uvicorn <package>.web:app --http <package>.core.client_limits:HTTPProtocol`."""
+
+    def connection_made(self, transport: Any) -> None:
+        settings = get_settings()
+        self.request_timeout = settings.request_timeout
+        self.max_header_bytes = settings.request_max_header_bytes
+        super().connection_made(transport)
