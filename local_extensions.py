@@ -7,7 +7,7 @@ import unicodedata
 
 from cookiecutter.utils import simple_filter
 
-from hooks.pre_gen_project import NAME_BYTES, RESERVED_SLUGS
+from hooks.pre_gen_project import APP_ROLE_SUFFIX, NAME_BYTES, RESERVED_SLUGS
 
 
 def identifier(name: str) -> str:
@@ -25,10 +25,11 @@ def postgres_name(slug: str) -> str:
     """The default role and database name for a slug: one PostgreSQL keeps as it is.
 
     A leading `pg_` is PostgreSQL's (`pg_admin` becomes `admin`); a slug is ASCII, so 63
-    characters are 63 bytes, the longest name PostgreSQL does not cut short.
+    characters are 63 bytes, the longest name PostgreSQL does not cut short, less the app's
+    role's suffix (the role is the user's name with it).
     """
     name = re.sub(r"^(pg_)+", "", slug) or slug.replace("_", "")  # `pg_` alone: `pg`
-    return name[:NAME_BYTES]
+    return name[: NAME_BYTES - len(APP_ROLE_SUFFIX)]
 
 
 def literal(value: object) -> str:

@@ -10,6 +10,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 PASSWORD_VARIABLE = "DATABASE_PASSWORD"
+# The app's role is the owner's name with this suffix: it reads and writes rows, nothing more
+# (the pre-gen hook leaves room for it in db_user).
+APP_ROLE_SUFFIX = "_app"
 PASSWORD_BYTES = 24  # token_urlsafe(24) gives 32 characters, about 192 bits
 # Hosts `make db` can serve: scripts/local_postgres.py starts a server on this machine only.
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
@@ -50,22 +53,44 @@ def given_password(environ: Mapping[str, str]) -> str | None:
     return environ.get(PASSWORD_VARIABLE) or None
 
 
-def write_env(path: Path, url: str, compose: dict[str, str]) -> None:
-    """Create `.env` readable by its owner only; single quotes keep dotenv from expanding the URL.
+# O_BINARY (Windows only): no second newline translation below Python's own.
+WRITE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+
+
+def write_env(path: Path, app_url: str, migration_url: str, compose: dict[str, str]) -> None:
+    """Create `.env` readable by its owner only; single quotes keep dotenv from expanding the URLs.
 
     `compose` holds the same server's parts for compose.yaml, which cannot take a URL apart.
     """
-    # O_BINARY (Windows only): no second newline translation below Python's own.
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
-    with os.fdopen(os.open(path, flags, 0o600), "w", encoding="utf-8", newline="\n") as env:
+    with os.fdopen(os.open(path, WRITE, 0o600), "w", encoding="utf-8", newline="\n") as env:
         # Private before the secret goes in: an existing file keeps its mode through O_CREAT.
         # os.chmod, not os.fchmod, which Windows has only from Python 3.13. On Windows a mode
         # only sets or clears the read-only flag: the file is as private as its folder's ACLs.
         os.chmod(path, 0o600)
-        env.write("# Private: holds the database password. Never commit this file.\n")
-        env.write(f"DATABASE_URL='{url}'\n")
-        env.write("# For compose.yaml (Docker): the same server. Keep in step with DATABASE_URL.\n")
+        env.write("# Private: holds the database passwords. Never commit this file.\n")
+        env.write("# The app's role: it reads and writes rows, nothing more.\n")
+        env.write(f"DATABASE_URL='{app_url}'\n")
+        env.write("# The role that owns the schema: the migrations run as it.\n")
+        env.write(f"DATABASE_MIGRATION_URL='{migration_url}'\n")
+        env.write("# For compose.yaml (Docker): the same server; its secrets are in .secrets/.\n")
         env.writelines(f"{name}={compose_quote(value)}\n" for name, value in compose.items())
+
+
+def write_secrets(directory: Path, secrets: dict[str, str]) -> None:
+    """compose.yaml's secrets, a file each, in a directory only its owner may enter. Compose
+    mounts each file into the containers, where other users (the app's, postgres) read it:
+    so the files are readable (0644), the directory is what keeps them private (0700)."""
+    directory.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(directory, 0o700)
+    for name, value in secrets.items():
+        path = directory / name
+        with os.fdopen(os.open(path, WRITE, 0o644), "w", encoding="utf-8", newline="\n") as file:
+            file.write(value)
+
+
+def userlist_line(user: str, password: str) -> str:
+    """A line of PgBouncer's auth file: both fields double-quoted, inner quotes doubled."""
+    return " ".join('"{}"'.format(field.replace('"', '""')) for field in (user, password))
 
 
 # Files only the web service uses, removed when the project is baked without one.
@@ -156,16 +181,18 @@ def next_steps(
         steps[1] = ("", "migrate and test use the PostgreSQL server named in .env")
     width = max(len(command) for command, comment in steps if comment)
     existing = (
-        f"For a database that exists already, replace DATABASE_URL in {slug}/.env with the URL "
-        "your provider gives (any postgresql:// form), or bake again with "
-        f"{PASSWORD_VARIABLE}=<its password> set in the environment."
+        f"For a database that exists already, replace DATABASE_MIGRATION_URL in {slug}/.env "
+        "with the URL your provider gives (any postgresql:// form), or bake again with "
+        f"{PASSWORD_VARIABLE}=<its password> set in the environment; DATABASE_URL is the "
+        "app's role, which reads and writes rows only: create it there "
+        "(docs/operations.md, Roles and secrets), or give it the same URL."
     )
     if not (local_database or password_given):  # a remote server cannot know it yet
-        existing = f"The password in .env is a new random one. {existing}"
+        existing = f"The passwords in .env are new random ones. {existing}"
     return "\n".join(
         [
             "",
-            f"Created {slug}/. Its connection string is in {slug}/.env "
+            f"Created {slug}/. Its connection strings are in {slug}/.env "
             f"({ENV_PRIVACY}, git-ignored).",
             "Next steps:",
             f"  cd {slug}",
@@ -185,22 +212,32 @@ def main() -> int:
     host = {{cookiecutter.db_host | literal}}
     port = {{cookiecutter.db_port | literal}}
     database = {{cookiecutter.db_name | literal}}
+    web_framework = {{cookiecutter.web_framework | literal}}
     given = given_password(os.environ)
-    password = given or make_password()
-    compose = {
-        "POSTGRES_USER": user,
-        "POSTGRES_PASSWORD": password,
-        "POSTGRES_DB": database,
-        "POSTGRES_PORT": str(int(port)),
-        # The stack in compose.yaml: the app and the migration reach the `db` service.
-        "COMPOSE_DATABASE_URL": database_url(user, password, "db", "5432", database),
-        "COMPOSE_MIGRATION_URL": database_url(user, password, "db", "5432", database),
-    }
-    remove_unused_files(slug, {{cookiecutter.web_framework | literal}})
+    password, app_password = given or make_password(), make_password()
+    app_user = user + APP_ROLE_SUFFIX
+    compose = {"POSTGRES_USER": user, "POSTGRES_DB": database, "POSTGRES_PORT": str(int(port))}
+    secrets = {"postgres_password": password, "app_password": app_password}
+    if web_framework == "fastapi":  # the stack in compose.yaml reaches the `db` service
+        secrets |= {
+            "database_url": database_url(app_user, app_password, "db", "5432", database),
+            "migration_url": database_url(user, password, "db", "5432", database),
+            "pgbouncer_database_url": database_url(
+                app_user, app_password, "pgbouncer", "5432", database
+            ),
+            "pgbouncer_userlist": userlist_line(app_user, app_password) + "\n",
+        }
+    remove_unused_files(slug, web_framework)
     try:
-        write_env(Path(".env"), database_url(user, password, host, port, database), compose)
+        write_env(
+            Path(".env"),
+            database_url(app_user, app_password, host, port, database),
+            database_url(user, password, host, port, database),
+            compose,
+        )
+        write_secrets(Path(".secrets"), secrets)
     except OSError as error:  # names the file and the reason, never the password
-        print(f"ERROR: cannot write .env: {error.strerror}", file=sys.stderr)
+        print(f"ERROR: cannot write {error.filename}: {error.strerror}", file=sys.stderr)
         return 1
     print(
         next_steps(

@@ -86,8 +86,14 @@ def host_problems(host: str) -> list[str]:
     ]
 
 
-def role_problems(field: str, name: str) -> list[str]:
-    """What PostgreSQL would refuse or change in a role or database name."""
+# The app's role is db_user with this suffix (post_gen_project.APP_ROLE_SUFFIX): db_user
+# leaves room for it.
+APP_ROLE_SUFFIX = "_app"
+
+
+def role_problems(field: str, name: str, room: int = 0) -> list[str]:
+    """What PostgreSQL would refuse or change in a role or database name (with `room` bytes
+    left for a suffix)."""
     if not name.strip():
         return [f"{field}: must not be empty"]
     if name.startswith("pg_"):
@@ -95,10 +101,11 @@ def role_problems(field: str, name: str) -> list[str]:
             f"{field}: {name!r} starts with 'pg_', the prefix PostgreSQL reserves for its own "
             "roles and objects"
         ]
-    if len(name.encode()) > NAME_BYTES:
+    if len(name.encode()) > NAME_BYTES - room:
+        suffix = f", and the app's role adds {APP_ROLE_SUFFIX!r} to it" if room else ""
         return [
             f"{field}: {len(name.encode())} bytes is too long; PostgreSQL keeps names to "
-            f"{NAME_BYTES} bytes (UTF-8) and would cut it short"
+            f"{NAME_BYTES} bytes (UTF-8) and would cut it short{suffix}"
         ]
     return []
 
@@ -118,7 +125,7 @@ def problems(name: str, slug: str, host: str, port: str, user: str, database: st
         *slug_problems(slug),
         *host_problems(host),
         *port_problems(port),
-        *role_problems("db_user", user),
+        *role_problems("db_user", user, room=len(APP_ROLE_SUFFIX)),
         *role_problems("db_name", database),
     ]
 

@@ -42,6 +42,17 @@ def files_holding(root: Path, secret: str) -> list[Path]:
     return [path for path in files if secret.encode() in path.read_bytes()]
 
 
+# Where a bake keeps the owner's password: .env, and compose's secret files (the URL's copy is
+# percent-escaped, so it holds the password's bytes only when nothing needed escaping).
+PASSWORD_FILES = {".env", ".secrets/postgres_password", ".secrets/migration_url"}
+
+
+def stray_copies(project: Path, secret: str) -> list[str]:
+    """The files of `project` holding `secret` that are not among PASSWORD_FILES."""
+    found = (path.relative_to(project).as_posix() for path in files_holding(project, secret))
+    return [path for path in found if path not in PASSWORD_FILES]
+
+
 def project_env(project: Path, venv: Path | None = None) -> dict[str, str]:
     """Our environment for a command of the project's venv (or `venv`), without our
     database settings (so it reads only its .env) and make flags (from a `make test`)."""
@@ -177,9 +188,13 @@ def bake(cookies: Any, postgres: "Postgres", password: str | None = None, **cont
         result = cookies.bake(extra_context=context)
     assert result.exception is None, result.exception
     project = Path(result.project_path)
-    url = urlsplit(read_env(project)["DATABASE_URL"])
+    env = read_env(project)
+    owner, app = urlsplit(env["DATABASE_MIGRATION_URL"]), urlsplit(env["DATABASE_URL"])
     postgres.provision(
-        unquote(url.username or ""), unquote(url.password or ""), unquote(url.path[1:])
+        unquote(owner.username or ""),
+        unquote(owner.password or ""),
+        unquote(owner.path[1:]),
+        app=(unquote(app.username or ""), unquote(app.password or "")),
     )
     return project
 

@@ -30,8 +30,9 @@ PYTHON_BASE = (
     " ca-certificates && rm -rf /var/lib/apt/lists/*\n",
 )
 POSTGRES_ENTRYPOINT = r"""#!/bin/sh
-# The official postgres image's contract, in short: POSTGRES_USER / _PASSWORD / _DB create
-# the cluster on first start, in /var/lib/postgresql/data; password logins over TCP.
+# The official postgres image's contract, in short: POSTGRES_USER / _PASSWORD (or
+# _PASSWORD_FILE) / _DB create the cluster on first start, in /var/lib/postgresql/data, then
+# run /docker-entrypoint-initdb.d/*.sh with the server on its socket; password logins over TCP.
 set -eu
 PGDATA=/var/lib/postgresql/data
 BIN=/usr/lib/postgresql/15/bin
@@ -40,6 +41,9 @@ mkdir -p "$PGDATA" /var/run/postgresql
 chown postgres:postgres "$PGDATA" /var/run/postgresql
 chmod 700 "$PGDATA"
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  if [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then
+    POSTGRES_PASSWORD=$(cat "$POSTGRES_PASSWORD_FILE")
+  fi
   printf '%s\n' "$POSTGRES_PASSWORD" > /tmp/pwfile
   chown postgres /tmp/pwfile
   $AS_POSTGRES $BIN/initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile=/tmp/pwfile \
@@ -50,6 +54,10 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   if [ "$POSTGRES_DB" != postgres ]; then
     $AS_POSTGRES $BIN/createdb -U "$POSTGRES_USER" -- "$POSTGRES_DB"
   fi
+  for script in /docker-entrypoint-initdb.d/*.sh; do
+    [ -e "$script" ] || continue
+    PATH="$BIN:$PATH" PGHOST=/var/run/postgresql $AS_POSTGRES sh "$script"
+  done
   $AS_POSTGRES $BIN/pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
 fi
 exec $AS_POSTGRES $BIN/postgres -D "$PGDATA" -c listen_addresses='*' "$@"
@@ -66,10 +74,11 @@ POSTGRES_BASE = (
 
 
 PGBOUNCER_ENTRYPOINT = r"""#!/bin/sh
-# The part of edoburu/pgbouncer's contract that compose.yaml uses: DB_HOST, DB_USER,
-# DB_PASSWORD, DB_NAME, POOL_MODE, AUTH_TYPE, LISTEN_PORT, MAX_CLIENT_CONN, DEFAULT_POOL_SIZE.
+# The part of edoburu/pgbouncer's contract that compose.yaml uses: DB_HOST, DB_USER, DB_NAME,
+# AUTH_FILE (the userlist, from a secret), POOL_MODE, AUTH_TYPE, LISTEN_PORT,
+# MAX_CLIENT_CONN, DEFAULT_POOL_SIZE.
 set -eu
-printf '"%s" "%s"\n' "$DB_USER" "$DB_PASSWORD" > /etc/pgbouncer/userlist.txt
+cp "$AUTH_FILE" /etc/pgbouncer/userlist.txt
 cat > /etc/pgbouncer/pgbouncer.ini <<INI
 [databases]
 ${DB_NAME} = host=${DB_HOST} port=5432 auth_user=${DB_USER}

@@ -96,14 +96,30 @@ class Postgres:
             env={**os.environ, "PGPASSWORD": self.password},
         )
 
-    def provision(self, user: str, password: str, database: str) -> None:
-        """A login role that may create databases (the baked tests do), owning `database`."""
+    def provision(
+        self, user: str, password: str, database: str, app: tuple[str, str] | None = None
+    ) -> None:
+        """A login role that may create databases (the baked tests do), owning `database`,
+        and the app's login role (`app`: its name and password) beside it, as `make db`
+        makes them; what an earlier provision made, databases of the owner's included, goes
+        first."""
+        app_user, app_password = app or (user, password)
         self.sql(
+            "SELECT format('DROP DATABASE %I WITH (FORCE)', datname) FROM pg_database"
+            " WHERE datdba = (SELECT oid FROM pg_roles WHERE rolname = :'user') \\gexec\n"
             'DROP DATABASE IF EXISTS :"database" WITH (FORCE);\n'
+            'DROP ROLE IF EXISTS :"app_user";\n'
             'DROP ROLE IF EXISTS :"user";\n'
             "CREATE ROLE :\"user\" LOGIN CREATEDB PASSWORD :'password';\n"
-            'CREATE DATABASE :"database" OWNER :"user";\n',
+            'CREATE DATABASE :"database" OWNER :"user";\n'
+            + (
+                ""
+                if app_user == user
+                else "CREATE ROLE :\"app_user\" LOGIN PASSWORD :'app_password';\n"
+            ),
             user=user,
             password=password,
             database=database,
+            app_user=app_user,
+            app_password=app_password,
         )

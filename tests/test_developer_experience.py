@@ -398,28 +398,41 @@ def test_system_binaries_come_before_the_embedded_ones(
 
 
 def test_compose_takes_every_setting_from_env(baked: Path) -> None:
-    """compose.yaml is valid, names no secret, and .env holds the values it references."""
+    """compose.yaml is valid and names no secret: the owner and database come from .env, the
+    passwords from the files in .secrets/, the owner's and the app role's of .env's URLs."""
     check_schema("compose-spec", baked / "compose.yaml")
-    service = load_yaml(baked / "compose.yaml")["services"]["db"]
+    compose = load_yaml(baked / "compose.yaml")
+    service = compose["services"]["db"]
     assert service["environment"] == {
-        name: f"${{{name}:?set {name} in .env}}"
-        for name in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB")
+        "POSTGRES_USER": "${POSTGRES_USER:?set POSTGRES_USER in .env}",
+        "POSTGRES_PASSWORD_FILE": "/run/secrets/postgres_password",
+        "POSTGRES_DB": "${POSTGRES_DB:?set POSTGRES_DB in .env}",
     }
+    assert service["secrets"] == ["postgres_password", "app_password"]
+    assert service["restart"] == "unless-stopped"
     assert service["ports"] == ["127.0.0.1:${POSTGRES_PORT:-5432}:5432"]
     assert service["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
-    assert service["volumes"] == ["postgres-data:/var/lib/postgresql/data"]
+    assert service["volumes"][0] == "postgres-data:/var/lib/postgresql/data"
     env = read_env(baked)
-    url = urlsplit(env["DATABASE_URL"])
-    parts = (url.username, url.password, url.path[1:], str(url.port))
+    owner, app = urlsplit(env["DATABASE_MIGRATION_URL"]), urlsplit(env["DATABASE_URL"])
     # The default answers and a generated password need no escapes.
-    assert [env[f"POSTGRES_{name}"] for name in ("USER", "PASSWORD", "DB", "PORT")] == [
-        f'"{unquote(part or "")}"' for part in parts
+    assert [env[f"POSTGRES_{name}"] for name in ("USER", "DB", "PORT")] == [
+        f'"{part}"' for part in (owner.username, owner.path[1:], owner.port)
     ]
+    assert "POSTGRES_PASSWORD" not in env
+    assert app.username == f"{owner.username}_app"
+    for name, password in (("postgres_password", owner.password), ("app_password", app.password)):
+        assert compose["secrets"][name] == {"file": f".secrets/{name}"}
+        assert (baked / ".secrets" / name).read_text(encoding="utf-8") == password
+
+
+HARDENED = {"read_only": True, "cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"]}
 
 
 def test_the_web_services_compose_stack(cookies_session: Any) -> None:
     """With the web service: db, a one-shot migrate, app after it, PgBouncer on request, all
-    on the image's own URLs to the db service; without it, the database alone."""
+    on their own URLs to the db service, as secret files: app never gets the migrations' role;
+    app and migrate read-only, without capabilities; without it, the database alone."""
     web = Path(cookies_session.bake(extra_context={"web_framework": "fastapi"}).project_path)
     check_schema("compose-spec", web / "compose.yaml")
     services = load_yaml(web / "compose.yaml")["services"]
@@ -432,9 +445,21 @@ def test_the_web_services_compose_stack(cookies_session: Any) -> None:
     assert "/ready" in services["app"]["healthcheck"]["test"][-1]
     assert services["pgbouncer"]["profiles"] == ["pgbouncer"]
     assert services["app"]["image"] == services["migrate"]["image"]
-    env = read_env(web)
-    for name in ("COMPOSE_DATABASE_URL", "COMPOSE_MIGRATION_URL"):
-        assert urlsplit(env[name].strip('"')).netloc.endswith("@db:5432")
+    for name in ("app", "migrate"):
+        assert {key: services[name][key] for key in HARDENED} == HARDENED
+        assert all(key.endswith("_FILE") for key in services[name]["environment"] if "URL" in key)
+    assert "migration_url" not in services["app"]["secrets"]
+    assert services["migrate"]["secrets"] == ["migration_url", "database_url"]
+    secrets = {path.name: path.read_text(encoding="utf-8") for path in (web / ".secrets").iterdir()}
+    user = read_env(web)["POSTGRES_USER"].strip('"')
+    for name, role, host in [
+        ("database_url", f"{user}_app", "db"),
+        ("migration_url", user, "db"),
+        ("pgbouncer_database_url", f"{user}_app", "pgbouncer"),
+    ]:
+        url = urlsplit(secrets[name])
+        assert (url.username, url.hostname, url.port) == (role, host, 5432)
+    assert secrets["pgbouncer_userlist"].startswith(f'"{user}_app" "')
 
 
 def test_ci_workflow_is_valid_and_runs_every_check(baked: Path) -> None:
@@ -540,7 +565,8 @@ def test_answers_are_recorded_without_the_password(cookies: Any, tmp_path: Path)
     again = tmp_path / "again" / "replay_me"
     assert (again / ".cookiecutter.json").read_text(encoding="utf-8") == text
     assert read_env(again)["POSTGRES_PORT"] == '"6543"'
-    assert read_env(again)["POSTGRES_PASSWORD"] != '"not-recorded-pw"'  # a new random one
+    password = (again / ".secrets" / "postgres_password").read_text(encoding="utf-8")
+    assert password != "not-recorded-pw"  # a new random one
 
 
 def test_the_hook_ends_with_next_steps_and_no_password(
@@ -559,5 +585,5 @@ def test_the_hook_ends_with_next_steps_and_no_password(
         "make migrate",
         "make test",
     ]
-    assert "replace DATABASE_URL in tutorial_service/.env" in " ".join(output.split())
+    assert "replace DATABASE_MIGRATION_URL in tutorial_service/.env" in " ".join(output.split())
     assert "never-printed-pw" not in output

@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from cookiecutter.exceptions import FailedHookException
 
-from hooks.post_gen_project import WEB_FRAMEWORK_FILES, compose_quote
+from hooks.post_gen_project import WEB_FRAMEWORK_FILES
 
 from .baking import TEMPLATE, files_holding, read_env
 
@@ -27,7 +27,8 @@ SUPPORTED: list[dict[str, str]] = [
     {"project_name": "A Very Long Project Name " * 4},  # slug over 63 characters
     {"project_slug": "my_service"},
     {"db_user": "app-user with space", "db_name": "db-ünï code"},
-    {"db_user": "u" * 63, "db_name": "é" * 31 + "x"},  # 63 bytes: PostgreSQL's limit
+    # 63 bytes, PostgreSQL's limit; the owner's name leaves room for the app role's "_app"
+    {"db_user": "u" * 59, "db_name": "é" * 31 + "x"},
     {"db_user": "PG_app", "db_name": "app_pg_"},  # only a leading, lowercase pg_ is reserved
     {"db_host": "db.internal.example.com", "db_port": "6543"},
     {"db_host": "postgres_db"},  # a Docker Compose service name
@@ -60,7 +61,7 @@ UNSUPPORTED: list[dict[str, str]] = [
     {"db_host": "-db.example.com"},
     {"db_user": ""},
     {"db_user": "pg_app"},
-    {"db_user": "u" * 64},
+    {"db_user": "u" * 60},  # 64 bytes as the app's role
     {"db_name": " "},
     {"db_name": "pg_app"},
     {"db_name": "é" * 32},  # 32 characters, 64 bytes
@@ -84,7 +85,8 @@ def ids(context: dict[str, str]) -> str:
 
 @pytest.mark.parametrize("context", SUPPORTED, ids=ids)
 def test_bakes_a_valid_project(cookies: Any, context: dict[str, str]) -> None:
-    """Every file renders fully, Python compiles, TOML parses, .env holds the exact answers."""
+    """Every file renders fully, Python compiles, TOML parses, .env holds the exact answers:
+    the app's URL with its own role, the migrations' with the owner, and .secrets/ private."""
     result = cookies.bake(extra_context=context)
     assert result.exit_code == 0, result.exception
     project = Path(result.project_path)
@@ -106,13 +108,19 @@ def test_bakes_a_valid_project(cookies: Any, context: dict[str, str]) -> None:
 
     env_file = project / ".env"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
-    url = urlsplit(read_env(project)["DATABASE_URL"])
-    assert url.scheme == "postgresql+asyncpg"
-    assert unquote(url.username or "") == answers["db_user"]
-    assert unquote(url.path[1:]) == answers["db_name"]
-    assert url.port == int(answers["db_port"])
-    assert url.hostname == answers["db_host"].strip("[]").lower()
-    assert len(unquote(url.password or "")) >= 24  # generated: DATABASE_PASSWORD is unset
+    env = read_env(project)
+    app, owner = urlsplit(env["DATABASE_URL"]), urlsplit(env["DATABASE_MIGRATION_URL"])
+    assert unquote(app.username or "") == answers["db_user"] + "_app"
+    assert unquote(owner.username or "") == answers["db_user"]
+    assert app.password != owner.password
+    for url in (app, owner):
+        assert url.scheme == "postgresql+asyncpg"
+        assert unquote(url.path[1:]) == answers["db_name"]
+        assert url.port == int(answers["db_port"])
+        assert url.hostname == answers["db_host"].strip("[]").lower()
+        assert len(unquote(url.password or "")) >= 24  # generated: DATABASE_PASSWORD is unset
+    assert "POSTGRES_PASSWORD" not in env  # compose reads it from .secrets/
+    assert stat.S_IMODE((project / ".secrets").stat().st_mode) == 0o700
 
 
 @pytest.mark.parametrize("web_framework", ["none", *WEB_FRAMEWORK_FILES])
@@ -173,12 +181,16 @@ def test_generated_passwords_differ_between_bakes(
 ) -> None:
     """Without DATABASE_PASSWORD, or with it empty, every bake generates a new random one."""
     passwords = {
-        urlsplit(read_env(Path(cookies.bake().project_path))["DATABASE_URL"]).password
+        urlsplit(read_env(Path(cookies.bake().project_path))[name]).password
         for _ in range(2)
+        for name in ("DATABASE_URL", "DATABASE_MIGRATION_URL")
     }
     monkeypatch.setenv("DATABASE_PASSWORD", "")
-    passwords.add(urlsplit(read_env(Path(cookies.bake().project_path))["DATABASE_URL"]).password)
-    assert len(passwords) == 3
+    env = read_env(Path(cookies.bake().project_path))
+    passwords |= {
+        urlsplit(env[name]).password for name in ("DATABASE_URL", "DATABASE_MIGRATION_URL")
+    }
+    assert len(passwords) == 6
 
 
 def test_the_password_is_no_longer_a_variable() -> None:
@@ -191,15 +203,18 @@ def test_the_password_is_no_longer_a_variable() -> None:
 def test_the_password_comes_verbatim_from_the_environment(
     cookies: Any, monkeypatch: pytest.MonkeyPatch, password: str
 ) -> None:
-    """DATABASE_PASSWORD lands unrendered in .env (URL and compose), and in no other file."""
+    """DATABASE_PASSWORD, the owner's, lands unrendered in .env's migration URL and in compose's
+    secret file, and in no other file; the app's role gets a password of its own."""
     monkeypatch.setenv("DATABASE_PASSWORD", password)
     result = cookies.bake()
     assert result.exit_code == 0, result.exception
     project = Path(result.project_path)
     env = read_env(project)
-    assert unquote(urlsplit(env["DATABASE_URL"]).password or "") == password
-    assert env["POSTGRES_PASSWORD"] == compose_quote(password)
-    assert [path for path in files_holding(project, password) if path.name != ".env"] == []
+    assert unquote(urlsplit(env["DATABASE_MIGRATION_URL"]).password or "") == password
+    assert unquote(urlsplit(env["DATABASE_URL"]).password or "") != password
+    assert (project / ".secrets" / "postgres_password").read_text(encoding="utf-8") == password
+    holding = {path.relative_to(project).as_posix() for path in files_holding(project, password)}
+    assert holding <= {".env", ".secrets/postgres_password", ".secrets/migration_url"}
 
 
 @pytest.mark.parametrize("context", UNSUPPORTED, ids=ids)

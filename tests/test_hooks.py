@@ -20,6 +20,7 @@ from hooks.post_gen_project import (
     make_password,
     next_steps,
     write_env,
+    write_secrets,
 )
 from hooks.pre_gen_project import (
     RESERVED_SLUGS,
@@ -215,7 +216,7 @@ def test_any_project_name_gives_accepted_default_names(name: str) -> None:
         ("pg_admin", "admin"),
         ("pg_pg_admin", "admin"),
         ("pg_", "pg"),
-        ("x" * 80, "x" * 63),
+        ("x" * 80, "x" * 59),  # 63 bytes with the app role's "_app"
     ],
 )
 def test_default_names_examples(slug: str, name: str) -> None:
@@ -273,11 +274,33 @@ def test_env_file_is_private_even_under_a_loose_umask(tmp_path: Path) -> None:
     env = tmp_path / ".env"
     env.write_text("old")
     env.chmod(0o644)
-    write_env(env, "postgresql+asyncpg://u:p@h:1/d", {"POSTGRES_USER": "u"})
+    app, owner = "postgresql+asyncpg://u_app:p@h:1/d", "postgresql+asyncpg://u:q@h:1/d"
+    write_env(env, app, owner, {"POSTGRES_USER": "u"})
     assert stat.S_IMODE(env.stat().st_mode) == PRIVATE_MODE
     text = env.read_bytes().decode()  # bytes: the same LF line ends on every system
-    assert "DATABASE_URL='postgresql+asyncpg://u:p@h:1/d'\n" in text
+    assert f"DATABASE_URL='{app}'\n" in text
+    assert f"DATABASE_MIGRATION_URL='{owner}'\n" in text
     assert 'POSTGRES_USER="u"\n' in text
+
+
+@pytest.mark.skipif(os.name == "nt", reason="Windows has no permission bits")
+def test_secrets_are_files_in_a_private_directory(tmp_path: Path) -> None:
+    """Each secret is a file holding exactly its value; the directory is 0700, also when it
+    existed looser, and the files readable inside the containers (0644)."""
+    directory = tmp_path / ".secrets"
+    directory.mkdir(mode=0o755)
+    directory.chmod(0o755)
+    write_secrets(directory, {"postgres_password": "pa ss\n'\"", "app_password": "x"})
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert (directory / "postgres_password").read_bytes() == b"pa ss\n'\""
+    assert stat.S_IMODE((directory / "app_password").stat().st_mode) == 0o644
+
+
+def test_db_user_leaves_room_for_the_app_roles_suffix() -> None:
+    """db_user is refused 4 bytes short of PostgreSQL's limit, the message saying why."""
+    assert role_problems("db_user", "u" * 59, room=4) == []
+    [problem] = role_problems("db_user", "u" * 60, room=4)
+    assert "'_app'" in problem
 
 
 def test_env_file_is_written_without_os_fchmod(
@@ -286,7 +309,7 @@ def test_env_file_is_written_without_os_fchmod(
     """Windows Python before 3.13 has no os.fchmod; .env is still written, and private."""
     monkeypatch.delattr(os, "fchmod", raising=False)
     env = tmp_path / ".env"
-    write_env(env, "postgresql+asyncpg://u:p@h:1/d", {})
+    write_env(env, "postgresql+asyncpg://u:p@h:1/d", "postgresql+asyncpg://o:q@h:1/d", {})
     assert stat.S_IMODE(env.stat().st_mode) == PRIVATE_MODE
     assert "DATABASE_URL=" in env.read_text(encoding="utf-8")
 
@@ -387,6 +410,6 @@ def test_next_steps_say_how_to_use_an_existing_database(
             has_uv=True,
         ).split()
     )
-    assert "DATABASE_URL in app/.env with the URL your provider gives" in steps
+    assert "DATABASE_MIGRATION_URL in app/.env with the URL your provider gives" in steps
     assert "DATABASE_PASSWORD=<its password>" in steps
-    assert ("is a new random one" in steps) == warned
+    assert ("are new random ones" in steps) == warned

@@ -14,7 +14,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .baking import BAKED_TESTS, TEMPLATE, add_plumbing_tests, bake, files_holding, read_env, run
+from .baking import (
+    BAKED_TESTS,
+    TEMPLATE,
+    add_plumbing_tests,
+    bake,
+    files_holding,
+    read_env,
+    run,
+    stray_copies,
+)
 from .postgres import Postgres
 
 # Text a user could type. Cookiecutter renders answers given on its command line as Jinja, so
@@ -47,13 +56,13 @@ def test_adversarial_credentials_work_end_to_end(
     cookies: Any, postgres: Postgres, project: Path, user: str, password: str, database: str
 ) -> None:
     """Migrations, the demo and the baked tests all connect with the answers, from .env alone;
-    no file but .env holds the password."""
+    no file but .env and compose's secret files holds the password."""
     baked = bake(cookies, postgres, password, db_user=user, db_name=database)
     add_plumbing_tests(baked)
     venv = project / ".venv"  # the same code, installed once; the baked .env is what differs
     check_connects(baked, venv)
     run(baked, *BAKED_TESTS, venv=venv)
-    assert [path for path in files_holding(baked, password) if path.name != ".env"] == []
+    assert stray_copies(baked, password) == []
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -96,7 +105,8 @@ def cookiecutter_cli(tmp_path: Path, *arguments: str, password: str) -> Complete
 
 
 def test_the_password_is_only_in_dot_env(tmp_path: Path) -> None:
-    """Not in the hook's output, an answers file, a replay file or git's view of the project."""
+    """In .env and compose's password file (both git-ignored): not in the hook's output, an
+    answers file, a replay file or git's view of the project."""
     password = "S3cretPasswordOnlyInDotEnv42"  # no escaping: the same bytes in .env
     baked = cookiecutter_cli(tmp_path, "--output-dir", str(tmp_path / "out"), password=password)
     assert baked.returncode == 0, baked.stderr
@@ -104,7 +114,8 @@ def test_the_password_is_only_in_dot_env(tmp_path: Path) -> None:
     assert list((tmp_path / "home" / ".cookiecutter_replay").glob("*.json")), "no replay file"
     project = tmp_path / "out" / "tutorial_service"
     assert (project / ".cookiecutter.json").is_file()
-    assert files_holding(tmp_path, password) == [project / ".env"]
+    holding = sorted(files_holding(tmp_path, password))
+    assert holding == [project / ".env", project / ".secrets" / "postgres_password"]
 
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
     status = subprocess.run(
@@ -115,6 +126,7 @@ def test_the_password_is_only_in_dot_env(tmp_path: Path) -> None:
         check=True,
     )
     assert ".env\n" not in status.stdout
+    assert ".secrets" not in status.stdout
     assert ".env.example" in status.stdout
 
 
@@ -149,8 +161,11 @@ def test_a_failed_post_gen_hook_leaves_the_password_nowhere(tmp_path: Path) -> N
 
 def test_migrations_never_print_the_password(project: Path) -> None:
     """alembic's output (upgrade, check, history) carries no password."""
-    password = urlsplit(read_env(project)["DATABASE_URL"]).password or ""
-    assert len(password) >= 24
+    env = read_env(project)
+    passwords = [
+        urlsplit(env[name]).password or "" for name in ("DATABASE_URL", "DATABASE_MIGRATION_URL")
+    ]
+    assert min(map(len, passwords)) >= 24
     for command in (["upgrade", "head"], ["check"], ["current", "--verbose"]):
         result = run(project, "alembic", *command)
-        assert password not in result.stdout + result.stderr
+        assert not [password for password in passwords if password in result.stdout + result.stderr]

@@ -16,7 +16,9 @@ from .servers import running_server
 
 
 def settings_for(url: URL, **overrides: Any) -> Settings:
-    """The project's settings (.env and environment), pointed at another database."""
+    """The project's settings (.env and environment), pointed at another database, with no
+    migration URL (the test database's) unless `overrides` give one."""
+    overrides.setdefault("database_migration_url", None)
     return Settings(database_url=SecretStr(url.render_as_string(hide_password=False)), **overrides)
 
 

@@ -43,13 +43,14 @@ def load_local_postgres() -> ModuleType:
 async def start_alembic(
     url: URL | str, *arguments: str, **environment: str
 ) -> asyncio.subprocess.Process:
-    """`python -m alembic <arguments>` in the project, with DATABASE_URL=`url` and
-    `environment`; its output piped (see `finished`)."""
+    """`python -m alembic <arguments>` in the project, with DATABASE_URL=`url` (and no
+    migration URL of the test database's: the migrations run on `url` too) and `environment`;
+    its output piped (see `finished`)."""
     raw = url if isinstance(url, str) else url.render_as_string(hide_password=False)
     return await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "alembic", *arguments),
         cwd=PROJECT_ROOT,
-        env={**os.environ, "DATABASE_URL": raw, **environment},
+        env={**os.environ, "DATABASE_URL": raw, "DATABASE_MIGRATION_URL": "", **environment},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )

@@ -58,7 +58,7 @@ async def migrate_command(tmp_path: Path, **environment: str) -> tuple[int | Non
     process = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "{{ cookiecutter.project_slug }}.core.migrations", "upgrade"),
         cwd=tmp_path,
-        env={**os.environ, **environment},
+        env={**os.environ, "DATABASE_MIGRATION_URL": "", **environment},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
@@ -85,10 +85,11 @@ async def test_the_migrate_command_takes_the_migration_url(
     empty_engine: AsyncEngine, tmp_path: Path
 ) -> None:
     """DATABASE_MIGRATION_URL, when set, is the one migrated: DATABASE_URL (here a PgBouncer
-    that does not exist) is not even tried."""
+    that does not exist; its role the migrations' own, so there is no role to grant) is not
+    even tried."""
     code, output = await migrate_command(
         tmp_path,
-        DATABASE_URL="postgresql://nobody:secret@127.0.0.1:1/pooled",
+        DATABASE_URL=raw(empty_engine.url.set(host="127.0.0.1", port=1, database="pooled")),
         DATABASE_PGBOUNCER="true",
         DATABASE_MIGRATION_URL=raw(empty_engine.url),
     )
@@ -107,10 +108,12 @@ async def test_a_bad_migration_url_is_one_line_naming_it(tmp_path: Path) -> None
 
 def test_the_migration_settings_leave_pgbouncer_mode_to_database_url() -> None:
     """`migration_settings()` is the migration URL without PgBouncer's workarounds, or, without
-    one, the settings themselves."""
+    one, DATABASE_URL as it is; and never the app's command timeout."""
     direct = URL.create("postgresql+asyncpg", "u", "pw", "db.internal", 5432, "app")
     pooled = settings_for(direct.set(port=6432), database_pgbouncer=True)
-    assert migration_settings(pooled) is pooled
+    unchanged = migration_settings(pooled)
+    assert (unchanged.database_url_object.port, unchanged.database_pgbouncer) == (6432, True)
+    assert unchanged.database_command_timeout == 60 + 10  # the migration's own, and a margin
     both = settings_for(
         direct.set(port=6432),
         database_pgbouncer=True,
@@ -286,7 +289,7 @@ def test_a_pool_sizing_that_cannot_work_is_one_line(
     """`python -m <package>` refuses it before connecting: one line naming the settings."""
     result = subprocess.run(
         [sys.executable, "-m", "{{ cookiecutter.project_slug }}"],
-        env={**os.environ, **environment},
+        env={**os.environ, "DATABASE_MIGRATION_URL": "", **environment},
         capture_output=True,
         text=True,
         check=False,

@@ -47,6 +47,7 @@ async def test_a_first_test_run_alone_never_writes_to_the_development_database(
         env={
             **os.environ,
             "DATABASE_URL": development.render_as_string(hide_password=False),
+            "DATABASE_MIGRATION_URL": "",  # one role: the test's URL only
             "PYTEST_XDIST_WORKER": "",  # a run of its own, even from a worker of `pytest -n`
         },
         capture_output=True,

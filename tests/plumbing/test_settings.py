@@ -147,7 +147,7 @@ def test_python_m_names_an_unsupported_parameter_in_one_line() -> None:
     raw = f"postgres://u:{PASSWORD_IN_URL}@localhost/app?sslmode=require&keepalives_idle=30"
     result = subprocess.run(
         [sys.executable, "-m", "{{ cookiecutter.project_slug }}"],
-        env={**os.environ, "DATABASE_URL": raw},
+        env={**os.environ, "DATABASE_URL": raw, "DATABASE_MIGRATION_URL": ""},
         capture_output=True,
         text=True,
         check=False,
@@ -172,6 +172,43 @@ def test_the_environment_overrides_dot_env(monkeypatch: pytest.MonkeyPatch) -> N
     """DATABASE_URL in the environment wins over the one in .env."""
     monkeypatch.setenv("DATABASE_URL", "postgres://someone:pw@elsewhere.example:6543/other")
     assert Settings().database_url_object.host == "elsewhere.example"  # type: ignore[call-arg]
+
+
+def test_a_secret_comes_from_the_file_its_file_variable_names(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """DATABASE_URL_FILE (Docker's secrets): the file's content, its last line break dropped,
+    is DATABASE_URL; so for the migration and read URLs."""
+    url = URL.create("postgresql+asyncpg", "user", PASSWORD, "db.internal", 5432, "app")
+    for name in ("database_url", "database_migration_url", "database_read_url"):
+        secret = tmp_path / name
+        secret.write_text(url.render_as_string(hide_password=False) + "\n", encoding="utf-8")
+        monkeypatch.setenv(f"{name.upper()}_FILE", str(secret))
+        monkeypatch.delenv(name.upper(), raising=False)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    for name in ("database_url", "database_migration_url", "database_read_url"):
+        value = getattr(settings, name)
+        assert value.get_secret_value() == url.render_as_string(hide_password=False)
+    assert settings.database_url_object.password == PASSWORD
+    assert PASSWORD not in repr(settings)
+
+
+def test_a_secret_set_twice_or_unreadable_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """DATABASE_URL and DATABASE_URL_FILE both set: refused, naming both (neither wins by
+    accident); a file that cannot be read: refused, naming the variable and the file."""
+    secret = tmp_path / "database_url"
+    secret.write_text(f"postgres://u:{PASSWORD_IN_URL}@db/app", encoding="utf-8")
+    monkeypatch.setenv("DATABASE_URL_FILE", str(secret))
+    with pytest.raises(ValidationError, match="and DATABASE_URL_FILE are both set: keep one"):
+        Settings.model_validate({"database_url": "postgres://u:pw@elsewhere/app"})
+    monkeypatch.setenv("DATABASE_URL_FILE", str(tmp_path / "missing"))
+    monkeypatch.delenv("DATABASE_URL")
+    with pytest.raises(ValidationError) as error:
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    assert f"DATABASE_URL_FILE: cannot read {tmp_path / 'missing'}" in str(error.value)
+    assert PASSWORD_IN_URL not in str(error.value)
 
 
 async def test_a_hosting_provider_url_connects(engine: AsyncEngine) -> None:

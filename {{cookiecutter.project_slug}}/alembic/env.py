@@ -7,9 +7,14 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from {{ cookiecutter.project_slug }}.core.database import create_engine
-from {{ cookiecutter.project_slug }}.core.migrations import MIGRATION_LOCK_ID, migration_settings
+from {{ cookiecutter.project_slug }}.core.migrations import (
+    MIGRATION_LOCK_ID,
+    grant_to_app_role,
+    migration_settings,
+)
+from {{ cookiecutter.project_slug }}.core.safe_migrations import safe_indexes
 from {{ cookiecutter.project_slug }}.models import Base
-from {{ cookiecutter.project_slug }}.settings import get_settings
+from {{ cookiecutter.project_slug }}.settings import Settings, get_settings
 
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
@@ -39,6 +44,10 @@ def run_migrations_offline() -> None:
     )
 
     with context.begin_transaction():
+        # The timeouts an online run sets (their defaults: offline needs no settings).
+        for name in ("lock_timeout", "statement_timeout"):
+            seconds = Settings.model_fields[f"database_migration_{name}"].default
+            context.execute(f"SET LOCAL {name} = '{int(seconds * 1000)}ms'")
         context.run_migrations()
 
 
@@ -48,6 +57,8 @@ def do_run_migrations(connection: Connection) -> None:
         target_metadata=target_metadata,
         # `alembic check` and autogenerate also report changed server defaults.
         compare_server_default=True,
+        # Autogenerate builds an index on an existing table concurrently (no write lock).
+        process_revision_directives=safe_indexes,
     )
 
     # Concurrent upgrades (app instances starting together) queue here instead of racing to
@@ -60,16 +71,23 @@ def do_run_migrations(connection: Connection) -> None:
         with context.begin_transaction():
             # A statement waiting for a table lock (ALTER TABLE behind a long transaction)
             # queues every later query of the application behind it: give up after
-            # DATABASE_MIGRATION_LOCK_TIMEOUT seconds instead. LOCAL: gone with the
-            # transaction, so never left on a connection PgBouncer hands to someone else.
-            lock_timeout = config.attributes.get(
-                "lock_timeout", get_settings().database_migration_lock_timeout
-            )
-            connection.execute(
-                text("SELECT set_config('lock_timeout', :value, true)"),
-                {"value": f"{int(lock_timeout * 1000)}ms"},
-            )
+            # DATABASE_MIGRATION_LOCK_TIMEOUT seconds instead; and one that holds its locks
+            # longer than DATABASE_MIGRATION_STATEMENT_TIMEOUT stalls the service that long:
+            # roll back instead. LOCAL: gone with the transaction, so never left on a
+            # connection PgBouncer hands to someone else (and not applied in an autocommit
+            # block, where CREATE INDEX CONCURRENTLY blocks nobody however long it takes).
+            # (A program's migrate() passes its own settings' timeouts in the attributes.)
+            for name in ("lock_timeout", "statement_timeout"):
+                seconds = config.attributes.get(name)
+                if seconds is None:
+                    seconds = getattr(get_settings(), f"database_migration_{name}")
+                connection.execute(
+                    text("SELECT set_config(:name, :value, true)"),
+                    {"name": name, "value": f"{int(seconds * 1000)}ms"},
+                )
             context.run_migrations()
+            # The app's role reads and writes rows, nothing more (see run_async_migrations).
+            grant_to_app_role(connection, config.attributes.get("app_role"))
 
 
 def take_migration_lock(lock: Connection) -> None:
@@ -103,9 +121,14 @@ async def run_async_migrations(connectable: AsyncEngine | AsyncConnection | None
         return
 
     # The app's engine options, but no pool for a one-off run, and DATABASE_MIGRATION_URL
-    # (a direct connection) when it is set, else DATABASE_URL (PgBouncer mode included).
-    settings = migration_settings(get_settings())
-    engine = connectable or create_engine(settings, poolclass=pool.NullPool)
+    # (a direct connection) when it is set, else DATABASE_URL (PgBouncer mode included); its
+    # migrations grant DATABASE_URL's role (when another) its rows. A caller's engine gets
+    # what the caller asks for in the attributes.
+    if connectable is None:
+        config.attributes.setdefault("app_role", get_settings().database_url_object.username)
+    engine = connectable or create_engine(
+        migration_settings(get_settings()), poolclass=pool.NullPool
+    )
     async with engine.connect() as connection:
         await connection.run_sync(do_run_migrations)
 

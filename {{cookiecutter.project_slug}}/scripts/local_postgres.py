@@ -4,8 +4,10 @@
     python scripts/local_postgres.py start --standby
 
 The server keeps its data in .postgres/ (git-ignored) and listens on the host and port in
-DATABASE_URL (localhost: every address localhost resolves to); the URL's user is its
-superuser, with the URL's password, and owns the URL's database. `start` is idempotent, also
+DATABASE_MIGRATION_URL (else DATABASE_URL; localhost: every address localhost resolves to);
+that URL's user is its superuser, with the URL's password, and owns the URL's database. When
+DATABASE_URL names another user, that role is created too, able to log in and nothing more:
+the migrations grant it its rows. `start` is idempotent, also
 after a failed start. Running as root, the server runs as the `postgres` user (created if
 missing); when that user cannot enter the project (a private home), the data lives in
 /var/lib/local-postgres and .postgres links to it. It uses the system's PostgreSQL binaries,
@@ -382,6 +384,28 @@ class Server:
         replication stops with what it sent)."""
         self.run("pg_ctl", "stop", "--pgdata", str(self.data_dir / "data"), "--mode", mode)
 
+    def create_login_role(self, owner: Target, role: str, password: str) -> None:
+        """Create the login role `role` with `password`, unless it exists (as `owner`)."""
+        script = (
+            "SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'role', :'password')"
+            " WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \\gexec\n"
+        )
+        result = subprocess.run(
+            self.command(
+                "psql",
+                *("-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", f"role={role}"),
+                *("-v", f"password={password}", "--host", self.host, "--port", str(self.port)),
+                *("--username", owner.user, "--dbname", owner.database),
+            ),
+            input=script,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PGPASSWORD": owner.password},
+            cwd="/",
+        )
+        if result.returncode != 0:
+            raise SystemExit(f"creating the role {role!r} failed:\n{result.stderr}")
+
     def create_database(self, owner: str, password: str, database: str) -> None:
         """Create `database` unless it exists (createdb's only failure we accept)."""
         result = subprocess.run(
@@ -400,7 +424,9 @@ class Server:
             raise SystemExit(f"createdb failed:\n{result.stderr}")
 
 
-def start(server: Server, target: Target) -> None:
+def start(server: Server, target: Target, app: Target | None = None) -> None:
+    """Start the server (made first if there is none), with `target`'s database owned by its
+    user, and `app`'s login role when it is another."""
     if not server.initialized():
         server.init(target.user, target.password)
     if server.running():
@@ -409,6 +435,8 @@ def start(server: Server, target: Target) -> None:
         server.start()
         print(f"PostgreSQL started on {server.address} ({server.data_dir})")
     server.create_database(target.user, target.password, target.database)
+    if app is not None and app.user != target.user:
+        server.create_login_role(target, app.user, app.password)
 
 
 def start_standby(primary: Server, target: Target) -> None:
@@ -463,10 +491,16 @@ def main(argv: list[str]) -> int:
     if argv[0] == "bindir":
         print(bindir)
         return 0
-    target = parse_target(read_database_url())
+    app = parse_target(read_database_url())
+    try:  # the schema's owner, who runs the migrations: the server's superuser
+        owner_url = read_database_url(variable="DATABASE_MIGRATION_URL")
+    except SystemExit:  # unset: one role for both (a project baked before there were two)
+        target = app
+    else:
+        target = parse_target(owner_url, "DATABASE_MIGRATION_URL")
     server = Server(bindir, data_dir_for(DATA_DIR), target.port, target.host)
     if argv[0] in {"start", "start-standby"}:
-        start(server, target)
+        start(server, target, app)
         if argv[0] == "start-standby":
             start_standby(server, target)
         return 0

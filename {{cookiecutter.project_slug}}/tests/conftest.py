@@ -2,7 +2,9 @@
 everything a test does there, commits included, is undone when it ends.
 
 - Plain tests need no fixture: `get_session()` (and the `session` fixture) join a transaction
-  that is rolled back after the test; what they "commit" is a savepoint inside it.
+  that is rolled back after the test; what they "commit" is a savepoint inside it. It runs as
+  the role that owns the schema (the migrations'), so a test may change the schema too; the
+  app's own engine connects as the app's role, as in production.
 - `get_read_session()` joins it too, read-only (see `ReadOnlySavepoint`).
 - `@pytest.mark.commits` tests really commit (on their own connections: concurrency, server
   restarts, migrations); the tables are emptied after each.
@@ -22,7 +24,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from {{ cookiecutter.project_slug }}.core import database
-from {{ cookiecutter.project_slug }}.core.migrations import upgrade
+from {{ cookiecutter.project_slug }}.core.migrations import migration_settings, upgrade
 from {{ cookiecutter.project_slug }}.settings import get_settings
 
 from .server_state import empty_tables, temporary_database, with_suffix
@@ -30,6 +32,7 @@ from .server_state import empty_tables, temporary_database, with_suffix
 # .env's database (or DATABASE_URL's): its server hosts the test databases; it is never written.
 DEVELOPMENT = get_settings()
 DEVELOPMENT_URL = DEVELOPMENT.database_url_object
+OWNER = migration_settings(DEVELOPMENT)  # the schema's owner: creates and migrates them
 
 
 # `pytest -n auto` (pytest-xdist): each worker process has a test database of its own.
@@ -41,8 +44,9 @@ TEST_DATABASE = with_suffix(DEVELOPMENT_URL.database or "", f"test_{WORKER}" if 
 def on_the_test_database() -> None:
     """Nothing: from here on the settings, the app's engine (built on first use) and every
     process a test starts name the test database."""
-    test_url = DEVELOPMENT_URL.set(database=TEST_DATABASE)
-    os.environ["DATABASE_URL"] = test_url.render_as_string(hide_password=False)
+    for variable, settings in (("DATABASE_URL", DEVELOPMENT), ("DATABASE_MIGRATION_URL", OWNER)):
+        url = settings.database_url_object.set(database=TEST_DATABASE)
+        os.environ[variable] = url.render_as_string(hide_password=False)
     os.environ["DATABASE_READ_URL"] = ""  # .env's replica copies .env's database
     get_settings.cache_clear()
 
@@ -60,29 +64,39 @@ def read_only(session: Session, transaction: Any, connection: Any) -> None:
 
 
 @pytest.fixture(scope="session")
-async def engine(on_the_test_database: None) -> AsyncIterator[AsyncEngine]:
-    """The app's own engine, on the test database: created, migrated to head, dropped after."""
-    engine = database.get_engine()
-    if engine.url.database != TEST_DATABASE:
-        pytest.exit(f"refusing to test on {engine.url.database!r}: not the test database")
-    async with temporary_database(DEVELOPMENT, TEST_DATABASE):
-        await upgrade(engine)
-        yield engine
-        await database.dispose()
+async def owner_engine(on_the_test_database: None) -> AsyncIterator[AsyncEngine]:
+    """An engine as the schema's owner on the test database: created, migrated, dropped after."""
+    owner_engine = database.create_engine(migration_settings(get_settings()))
+    if owner_engine.url.database != TEST_DATABASE:
+        pytest.exit(f"refusing to test on {owner_engine.url.database!r}: not the test database")
+    async with temporary_database(OWNER, TEST_DATABASE):
+        await upgrade(owner_engine, app_role=DEVELOPMENT_URL.username)  # the app's rows
+        yield owner_engine
+        await owner_engine.dispose()
 
 
 @pytest.fixture(scope="session")
-async def tests_engine(engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
-    """The engine of the tests' own transactions: the app's settings, a pool of its own, so an
+async def engine(owner_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    """The app's own engine (its role: rows only), on the test database."""
+    yield database.get_engine()
+    await database.dispose()
+
+
+@pytest.fixture(scope="session")
+async def tests_engine(owner_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    """The engine of the tests' own transactions: as the owner, with a pool of its own, so an
     app's lifespan that disposes the app's engine (its pool) leaves a test's connection alone."""
-    tests_engine = database.create_engine(get_settings(), pool_size=1)
+    tests_engine = database.create_engine(migration_settings(get_settings()), pool_size=1)
     yield tests_engine
     await tests_engine.dispose()
 
 
 @pytest.fixture(autouse=True)
 async def isolated(
-    request: pytest.FixtureRequest, engine: AsyncEngine, tests_engine: AsyncEngine
+    request: pytest.FixtureRequest,
+    engine: AsyncEngine,
+    owner_engine: AsyncEngine,
+    tests_engine: AsyncEngine,
 ) -> AsyncIterator[None]:
     """Run the test in a transaction rolled back afterwards (`commits` tests: empty tables)."""
     commits = request.node.get_closest_marker("commits") is not None
@@ -113,7 +127,7 @@ async def isolated(
             await connection.close()  # rolls the test's transaction back
         # Code that took its own connection from the app's engine may have committed for real.
         if commits or checkouts:
-            await empty_tables(engine)
+            await empty_tables(owner_engine)
 
 
 @pytest.fixture(autouse=True)
@@ -138,7 +152,7 @@ async def session() -> AsyncIterator[AsyncSession]:
 @pytest.fixture
 async def empty_engine() -> AsyncIterator[AsyncEngine]:
     """An engine on a new, empty database of its own (for migration tests)."""
-    async with temporary_database(DEVELOPMENT, with_suffix(TEST_DATABASE, "migrations")) as url:
+    async with temporary_database(OWNER, with_suffix(TEST_DATABASE, "migrations")) as url:
         engine = create_async_engine(url, poolclass=NullPool)
         yield engine
         await engine.dispose()

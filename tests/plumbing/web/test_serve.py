@@ -49,6 +49,8 @@ async def serve(*command: str, **environment: str) -> AsyncIterator[Serving]:
     another, with `environment`, until it started; then yields, and stops it (if still
     running) when the block ends."""
     port = free_port()
+    if "DATABASE_URL" in environment:  # another server: not the test database's owner either
+        environment.setdefault("DATABASE_MIGRATION_URL", "")
     process = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", *(command or SERVE), "--port", str(port)),
         cwd=PROJECT_ROOT,
@@ -139,7 +141,9 @@ async def test_workers_sharing_a_budget_fit_a_small_server(small_server: URL) ->
     the default pools (3 x 30) the same load ran out of connection slots: 58 answered 503."""
     url = small_server.render_as_string(hide_password=False)
     environment = {"WEB_CONCURRENCY": "3", "DATABASE_CONNECTION_BUDGET": "15"}
-    command = ("uvicorn", "{{ cookiecutter.project_slug }}.web:app")
+    # A keep-alive of a minute: a busy machine's load client may leave a connection idle for
+    # uvicorn's default 5 s, and its next POST would race the server's close (ReadError).
+    command = ("uvicorn", "{{ cookiecutter.project_slug }}.web:app", "--timeout-keep-alive", "60")
     async with serve(
         *command, DATABASE_URL=url, MIGRATE_ON_STARTUP="true", **environment
     ) as server:

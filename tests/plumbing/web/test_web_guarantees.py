@@ -225,9 +225,9 @@ async def test_ready_is_503_when_the_database_does_not_answer_in_time(
 
 
 @pytest.fixture
-async def failing_commit(engine: AsyncEngine) -> AsyncIterator[str]:
+async def failing_commit(owner_engine: AsyncEngine) -> AsyncIterator[str]:
     """A name whose row makes COMMIT fail (a deferred constraint trigger); removed after."""
-    async with engine.begin() as connection:
+    async with owner_engine.begin() as connection:
         await connection.execute(
             text(
                 "CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$"
@@ -244,7 +244,7 @@ async def failing_commit(engine: AsyncEngine) -> AsyncIterator[str]:
     try:
         yield "fails at commit"
     finally:
-        async with engine.begin() as connection:
+        async with owner_engine.begin() as connection:
             await connection.execute(text("DROP TRIGGER refuse_at_commit ON tutorials"))
             await connection.execute(text("DROP FUNCTION refuse_at_commit()"))
 

@@ -162,6 +162,7 @@ async def test_a_database_restart_under_a_running_server(own_server: tuple[Any, 
     environment = {
         **os.environ,
         "DATABASE_URL": url.render_as_string(hide_password=False),
+        "DATABASE_MIGRATION_URL": "",  # one role on this server
         "MIGRATE_ON_STARTUP": "true",
     }
     process = await asyncio.create_subprocess_exec(

@@ -19,8 +19,10 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import URL
 
-from .core import budget, urls
+from .core import budget, secret_files, urls
 
+# The settings that hold a password: never in repr or errors, and each may come from a file.
+SECRETS = ("database_url", "database_migration_url", "database_read_url")
 # The project root in a source checkout (src/<package>/settings.py is two levels below it):
 # `.env` is found there from any working directory (alembic -c, python -m from src/, an IDE).
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -80,8 +82,10 @@ class Settings(BaseSettings):
     database_pgbouncer: bool = False
     # The direct URL migrations use (past PgBouncer or a pooled endpoint); unset: DATABASE_URL.
     database_migration_url: SecretStr | None = None
-    # Seconds a migration waits for a lock, then rolls back; how often it tries again.
+    # Seconds a migration's statement may wait for a lock, and may run (0: no limit), before
+    # the migration rolls back; how often one that waited too long for a lock is tried again.
     database_migration_lock_timeout: float = 5.0
+    database_migration_statement_timeout: float = 60.0
     database_migration_retries: int = 3
     # Log statements slower than this many milliseconds, without their parameters (0: off).
     database_slow_statement_ms: float = 0
@@ -113,7 +117,13 @@ class Settings(BaseSettings):
     # ... then the requests in flight get this long (drain + grace < the orchestrator's 30 s).
     shutdown_grace_seconds: int = 20
 
-    @field_validator("database_url", "database_migration_url", "database_read_url")
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_files(cls, values: Any) -> Any:
+        """A secret setting may come from the file `<NAME>_FILE` names (Docker's secrets)."""
+        return secret_files.read_into(values, SECRETS)
+
+    @field_validator(*SECRETS)
     @classmethod
     def _check_url(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         """Refused now, naming its variable, rather than at the first connection."""

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, Result, event
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.pool import NullPool
 
 from ..settings import Settings, get_settings
@@ -168,6 +168,25 @@ def get_engine() -> AsyncEngine:
             if factory.kw.get("bind") is None:
                 factory.configure(bind=bind)
     return engine
+
+
+@event.listens_for(Session, "do_orm_execute")
+def retry_a_stale_first_statement(state: ORMExecuteState) -> Result[Any] | None:
+    """Run a session's statement once more when the driver's cached prepared statement went
+    stale under a schema change (a migration under a running service) and nothing of the
+    unit of work had run: it is the transaction's first statement, with no change waiting to
+    be flushed. Otherwise the error stands (the web service answers it 503, retry)."""
+    session = state.session
+    if session.in_transaction() or session.new or session.dirty or session.deleted:
+        return None  # not the first: run as usual
+    try:
+        return state.invoke_statement()
+    except DBAPIError as error:
+        if not connections.stale_statement(error):
+            raise
+        logger.info("a cached statement went stale (a schema change): ran it again")
+        session.rollback()  # the transaction held only the failed statement
+        return state.invoke_statement()
 
 
 def commit_then_close(session: Session) -> None:

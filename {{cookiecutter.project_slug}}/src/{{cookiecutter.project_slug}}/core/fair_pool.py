@@ -9,6 +9,7 @@ wait.
 """
 
 import asyncio
+import logging
 from collections import deque
 from typing import Any
 
@@ -71,6 +72,11 @@ class FairQueue(AsyncAdaptedQueue[ConnectionPoolEntry]):
             if isinstance(error, TimeoutError):
                 raise Empty() from None  # the pool raises its own TimeoutError for it
             raise
+
+
+# The pool's INFO lines (every dispose, every reconnect): SQLAlchemy keeps its own pools' off
+# (its `sqlalchemy` logger at WARNING); this pool logs under our package: off too.
+logging.getLogger(__name__).setLevel(logging.WARNING)
 
 
 class FairQueuePool(AsyncAdaptedQueuePool):

@@ -2,7 +2,8 @@
 
 `python -m <package>.core.migrations upgrade` is the deploy step: it upgrades the database to
 head from the installed package (no source tree needed), and exits at once when there is
-nothing to do. `python -m <package>.core.migrations FILE` is alembic's post-write hook
+nothing to do. `python -m <package>.core.migrations lint` has squawk read each revision's SQL
+(safe_migrations.py). `python -m <package>.core.migrations FILE` is alembic's post-write hook
 (alembic.ini): it formats a new revision with ruff when ruff is installed, else says so.
 """
 
@@ -17,6 +18,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from pydantic import ValidationError
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -25,6 +27,7 @@ from sqlalchemy.pool import NullPool
 from ..settings import PROJECT_ROOT, Settings, get_settings, invalid_settings
 from .connections import sqlstate
 from .database import create_engine
+from .safe_migrations import lint as lint
 
 # alembic.ini and alembic/ live at the project root, beside src/, in a source checkout; the
 # wheel carries both inside the package (pyproject.toml, force-include), so an installed
@@ -56,10 +59,17 @@ def alembic_config(connection: Connection | None = None) -> Config:
 # connect(), not begin(): alembic manages the transactions itself, and a revision's
 # autocommit_block() (CREATE INDEX CONCURRENTLY, ALTER TYPE ... ADD VALUE) cannot run inside a
 # transaction of the caller's.
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    """Upgrade the database behind `engine` to `revision`, inside the running event loop."""
+async def upgrade(engine: AsyncEngine, revision: str = "head", app_role: str | None = None) -> None:
+    """Upgrade the database behind `engine` to `revision`, inside the running event loop;
+    with `app_role`, that role gets its rows (GRANTs and default privileges)."""
+
+    def run(sync: Connection) -> None:
+        config = alembic_config(sync)
+        config.attributes["app_role"] = app_role
+        command.upgrade(config, revision)
+
     async with engine.connect() as connection:
-        await connection.run_sync(lambda sync: command.upgrade(alembic_config(sync), revision))
+        await connection.run_sync(run)
 
 
 async def downgrade(engine: AsyncEngine, revision: str) -> None:
@@ -90,7 +100,9 @@ async def migrate(settings: Settings, config: Config | None = None) -> str:
     a pause that grows, and then raises the lock timeout's DBAPIError.
     """
     config = config or alembic_config()
+    config.attributes["app_role"] = settings.database_url_object.username
     config.attributes["lock_timeout"] = settings.database_migration_lock_timeout
+    config.attributes["statement_timeout"] = settings.database_migration_statement_timeout
     engine = create_engine(migration_settings(settings), poolclass=NullPool)
     try:
         for attempt in range(settings.database_migration_retries + 1):
@@ -123,14 +135,52 @@ async def migrate(settings: Settings, config: Config | None = None) -> str:
         await engine.dispose()
 
 
+# What the app's role (DATABASE_URL's, when it is not the migrations' role) may do: read and
+# write the rows of the tables the migrations create, now and later (default privileges), and
+# nothing more: no CREATE, ALTER, DROP or TRUNCATE, and alembic's record of the revision it
+# may read but not change.
+APP_ROLE_GRANTS = (
+    "GRANT USAGE ON SCHEMA public TO {role}",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
+    "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}",
+    "ALTER DEFAULT PRIVILEGES IN SCHEMA public"
+    " GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}",
+    "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {role}",
+    "REVOKE INSERT, UPDATE, DELETE ON alembic_version FROM {role}",
+)
+
+
+class MissingAppRoleError(Exception):
+    """DATABASE_URL's role does not exist on the server the migrations run on."""
+
+
+def grant_to_app_role(connection: Connection, app_role: str | None) -> None:
+    """Give `app_role` its rows-only privileges on what the migrations' role owns (run in the
+    migration's transaction, so every database that is migrated has them)."""
+    if not app_role or app_role == connection.scalar(text("SELECT current_user")):
+        return  # one role for both: nothing to grant
+    found = connection.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": app_role})
+    if not found:
+        raise MissingAppRoleError(
+            f"DATABASE_URL's role {app_role!r} does not exist: create it (LOGIN, a password;"
+            " docs/operations.md, Roles), or give DATABASE_URL the migrations' role"
+        )
+    role = connection.dialect.identifier_preparer.quote(app_role)
+    for grant in APP_ROLE_GRANTS:
+        connection.execute(text(grant.format(role=role)))
+
+
 def migration_settings(settings: Settings) -> Settings:
-    """`settings` with DATABASE_MIGRATION_URL as the URL, when it is set: a direct connection,
-    so without PgBouncer's transaction-mode workarounds."""
-    if settings.database_migration_url is None:
-        return settings
+    """`settings` for migrating: DATABASE_MIGRATION_URL as the URL when it is set (a direct
+    connection, so without PgBouncer's transaction-mode workarounds), and no client-side
+    timeout shorter than the migration's own statement timeout (the app's command timeout
+    once killed a migration mid-way)."""
     # Only the fields given: a default given explicitly would count as chosen.
     values = {name: getattr(settings, name) for name in settings.model_fields_set}
-    values |= {"database_url": settings.database_migration_url, "database_pgbouncer": False}
+    if settings.database_migration_url is not None:
+        values |= {"database_url": settings.database_migration_url, "database_pgbouncer": False}
+    server_side = settings.database_migration_statement_timeout
+    values["database_command_timeout"] = server_side + 10 if server_side > 0 else 0
     return type(settings).model_validate(values)
 
 
@@ -144,11 +194,22 @@ def format_revision(path: str) -> str:
     return f"{path} formatted with ruff"
 
 
+def lint_revisions() -> int:
+    """squawk's findings on every revision, one line each; 1 if there is any."""
+    problems = lint(alembic_config())
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return 1 if problems else 0
+
+
 def main(arguments: list[str]) -> int:
-    """`upgrade`: the deploy step (see `migrate`); a revision file: alembic's post-write hook."""
+    """`upgrade`: the deploy step (see `migrate`); `lint`: squawk on every revision; a revision
+    file: alembic's post-write hook."""
+    if arguments == ["lint"]:
+        return lint_revisions()
     if arguments != ["upgrade"]:
         if len(arguments) != 1 or not arguments[0].endswith(".py"):
-            print(f"usage: python -m {__package__}.migrations upgrade", file=sys.stderr)
+            print(f"usage: python -m {__package__}.migrations upgrade|lint", file=sys.stderr)
             return 2
         print(format_revision(arguments[0]))
         return 0
@@ -160,7 +221,7 @@ def main(arguments: list[str]) -> int:
     url = migration_settings(settings).database_url_object
     try:
         print(asyncio.run(migrate(settings)))
-    except (DBAPIError, OSError) as error:
+    except (DBAPIError, OSError, MissingAppRoleError) as error:
         # The URL's repr masks the password; the driver's own message never contains it.
         reason = error.orig if isinstance(error, DBAPIError) else error
         print(f"error: cannot migrate {url!r}: {reason}", file=sys.stderr)
@@ -169,4 +230,8 @@ def main(arguments: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    # main() of the module env.py imports, not of this copy named __main__: the exceptions
+    # env.py raises must be the classes main() catches.
+    from . import migrations
+
+    sys.exit(migrations.main(sys.argv[1:]))

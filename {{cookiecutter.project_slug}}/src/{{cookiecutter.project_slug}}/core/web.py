@@ -216,8 +216,8 @@ def lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMana
             from .tracing import instrument_engine  # only when install() traced the app
 
             instrument_engine(engine, provider)
-        if settings.migrate_on_startup:
-            await migrations.upgrade(engine)
+        if settings.migrate_on_startup:  # the deploy step's migration, as the schema's owner
+            logger.info(await migrations.migrate(settings))
         try:
             yield
         finally:

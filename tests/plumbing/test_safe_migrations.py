@@ -1,0 +1,202 @@
+"""Migrations that cannot stall the service: squawk on each revision's own SQL (the lint of
+`make lint`, pre-commit and CI), autogenerate's concurrent indexes, and the migrations' own
+statement timeout, on a real server."""
+
+import asyncio
+import io
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from {{ cookiecutter.project_slug }}.core import migrations
+from {{ cookiecutter.project_slug }}.core.connections import sqlstate
+from {{ cookiecutter.project_slug }}.core.migrations import alembic_config, migrate, upgrade
+from {{ cookiecutter.project_slug }}.models import Base
+
+from .conftest import settings_for
+from .test_migration_lock import current_revisions, head, with_a_revision
+
+# A revision after the project's head (with_a_revision fills in down_revision).
+REVISION = '''"""a release"""
+<ACCEPT>
+import sqlalchemy as sa
+from alembic import op
+
+revision = "5afe00000001"
+down_revision = "{down_revision}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    <UPGRADE>
+
+
+def downgrade() -> None:
+    pass
+'''
+# Revisions that stall a running service, by the squawk rule that names them.
+HAZARDS = {
+    "require-concurrent-index-creation": 'op.create_index("ix_names", "tutorials", ["name"])',
+    "changing-column-type": 'op.alter_column("tutorials", "name", type_=sa.Text())',
+    "adding-field-with-default": (
+        'op.add_column("tutorials", sa.Column("seen", sa.DateTime(timezone=True),'
+        ' server_default=sa.text("clock_timestamp()")))'
+    ),
+    "adding-required-field": (
+        'op.add_column("tutorials", sa.Column("kind", sa.Text(), nullable=False))'
+    ),
+    "adding-not-nullable-field": 'op.alter_column("tutorials", "name", nullable=False)',
+    "disallowed-unique-constraint": (
+        'op.create_unique_constraint("uq_names", "tutorials", ["name"])'
+    ),
+    "ban-drop-column": 'op.drop_column("tutorials", "name")',
+}
+# Their safe forms: built concurrently, added nullable, a new table.
+SAFE = {
+    "an index built concurrently": (
+        "with op.get_context().autocommit_block():\n"
+        '        op.create_index("ix_names", "tutorials", ["name"],'
+        " postgresql_concurrently=True, if_not_exists=True)"
+    ),
+    "a nullable column": 'op.add_column("tutorials", sa.Column("note", sa.Text()))',
+    "a new table": (
+        'op.create_table("notes", sa.Column("note_id", sa.BigInteger(), sa.Identity(),'
+        ' primary_key=True), sa.Column("text", sa.Text(), nullable=False))'
+    ),
+}
+
+
+def revision(upgrade: str, accept: str = "") -> str:
+    return REVISION.replace("<ACCEPT>", accept).replace("<UPGRADE>", upgrade)
+
+
+def lint_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> list[str]:
+    """The lint's lines for the project's migrations plus a revision of `body`."""
+    with_a_revision(tmp_path, monkeypatch, "5afe00000001_a_release.py", body)
+    return [str(problem) for problem in migrations.lint(alembic_config())]
+
+
+@pytest.mark.parametrize(("rule", "upgrade"), HAZARDS.items(), ids=HAZARDS.keys())
+def test_a_hazardous_revision_fails_the_lint_naming_it_and_the_rule(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    rule: str,
+    upgrade: str,
+) -> None:
+    """Each migration that takes a lock for long on a table in use fails `lint`, in a line
+    naming the revision file, its id and squawk's rule; the command exits 1."""
+    with_a_revision(tmp_path, monkeypatch, "5afe00000001_a_release.py", revision(upgrade))
+    assert migrations.main(["lint"]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    expected = f"5afe00000001_a_release.py: revision 5afe00000001: {rule}: "
+    assert any(line.startswith(expected) for line in lines), lines
+
+
+@pytest.mark.parametrize("upgrade", SAFE.values(), ids=SAFE.keys())
+def test_the_safe_forms_pass_the_lint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, upgrade: str
+) -> None:
+    """The same changes made the expand/contract way pass, as do the project's own revisions."""
+    assert lint_with(tmp_path, monkeypatch, revision(upgrade)) == []
+
+
+def test_a_revision_accepts_a_finding_with_a_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`# squawk: accept <rule>: <reason>` in the revision lets that finding pass."""
+    hazard = HAZARDS["changing-column-type"]
+    reasoned = "# squawk: accept changing-column-type: tutorials is empty in every environment\n"
+    assert lint_with(tmp_path, monkeypatch, revision(hazard, reasoned)) == []
+
+
+def test_an_acceptance_without_a_reason_fails_the_lint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An acceptance needs its reason: without one, it fails the lint itself."""
+    unreasoned = "# squawk: accept changing-column-type:\n"
+    assert lint_with(
+        tmp_path, monkeypatch, revision(HAZARDS["changing-column-type"], unreasoned)
+    ) == [
+        "5afe00000001_a_release.py: revision 5afe00000001: accepting changing-column-type"
+        " needs a reason"
+    ]
+
+
+@pytest.mark.commits
+async def test_autogenerate_builds_an_index_on_an_existing_table_concurrently(
+    empty_engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An index added to a model whose table exists: the revision autogenerate writes creates
+    it CONCURRENTLY in an autocommit block (and its downgrade drops it likewise); it passes
+    the lint, and upgrades and downgrades a real database."""
+    with_a_revision(tmp_path, monkeypatch, "5afe00000001_a_release.py", revision("pass"))
+    await upgrade(empty_engine)
+    tutorials = Base.metadata.tables["tutorials"]
+    index = sa.Index("ix_tutorials_name", tutorials.c.name)
+    try:
+        async with empty_engine.connect() as connection:
+            await connection.run_sync(
+                lambda sync: command.revision(
+                    alembic_config(sync), "index names", autogenerate=True, rev_id="5afe00000002"
+                )
+            )
+    finally:
+        tutorials.indexes.discard(index)
+    [written] = (tmp_path / "alembic" / "versions").glob("*5afe00000002*.py")
+    source = written.read_text(encoding="utf-8")
+    assert source.count("with op.get_context().autocommit_block():") == 2
+    assert source.count("postgresql_concurrently=True") == 2
+    assert "if_not_exists=True" in source
+    assert "if_exists=True" in source
+    assert [str(problem) for problem in migrations.lint(alembic_config())] == []
+    await upgrade(empty_engine)
+    assert await current_revisions(empty_engine) == ["5afe00000002"]
+    await migrations.downgrade(empty_engine, "5afe00000001")
+
+
+SLOW = revision('op.execute("SELECT pg_sleep(2)")')
+
+
+@pytest.mark.commits
+async def test_a_migration_runs_past_the_apps_command_timeout_but_not_its_own(
+    empty_engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 2 s statement: the app's command timeout (1 s here) does not kill the migration (it
+    once did, mid-way); the migrations' own statement timeout (1 s) rolls it back, whole."""
+    before = head()
+    with_a_revision(tmp_path, monkeypatch, "5afe00000001_a_release.py", SLOW)
+    await upgrade(empty_engine, before)
+    bounded = settings_for(
+        empty_engine.url,
+        database_command_timeout=1,
+        database_migration_statement_timeout=1,
+        database_migration_retries=0,
+    )
+    with pytest.raises(DBAPIError) as raised:
+        await asyncio.wait_for(migrate(bounded), timeout=30)
+    assert sqlstate(raised.value) == "57014"  # canceled by the server's statement_timeout
+    assert await current_revisions(empty_engine) == [before]
+    patient = settings_for(empty_engine.url, database_command_timeout=1)
+    assert await asyncio.wait_for(migrate(patient), timeout=30) == (
+        f"upgraded {before} to head (5afe00000001)"
+    )
+
+
+def test_offline_sql_sets_the_migrations_timeouts() -> None:
+    """`alembic upgrade head --sql` prints the timeouts an online run sets, first."""
+    config = alembic_config()
+    config.output_buffer = buffer = io.StringIO()
+    command.upgrade(config, "head", sql=True)
+    assert "SET LOCAL lock_timeout = '5000ms';" in buffer.getvalue()
+    assert "SET LOCAL statement_timeout = '60000ms';" in buffer.getvalue()
+
+
+def test_the_projects_revisions_pass_the_lint() -> None:
+    """The shipped revisions, as `make lint` sees them."""
+    assert [str(problem) for problem in migrations.lint(alembic_config())] == []
