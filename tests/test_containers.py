@@ -24,6 +24,7 @@ from .docker_host import (
     DOCKER_ENV,
     docker,
     docker_daemon,
+    haproxy_base,
     install_docker,
     pgbouncer_base,
     postgres_base,
@@ -61,12 +62,18 @@ def shipped(engine_running: None, cookies_session: Any) -> Path:
     return project
 
 
-def build(project: Path) -> tuple[float, str]:
-    """`docker build` of the project's image on Debian's Python: seconds taken, output."""
-    arguments = ["--build-arg", f"PYTHON_IMAGE={python_base()}"]
+def build_arguments(project: Path) -> dict[str, str]:
+    """The Dockerfile's build arguments here: Debian's Python, the proxy's CA for the build."""
+    arguments = {"PYTHON_IMAGE": python_base()}
     if SYSTEM_CA.is_file():
         shutil.copy(SYSTEM_CA, project / "build-ca.pem")
-        arguments += ["--build-arg", "CA_BUNDLE=build-ca.pem"]
+        arguments["CA_BUNDLE"] = "build-ca.pem"
+    return arguments
+
+
+def build(project: Path) -> tuple[float, str]:
+    """`docker build` of the project's image on Debian's Python: seconds taken, output."""
+    arguments = [f"--build-arg={name}={value}" for name, value in build_arguments(project).items()]
     started = time.monotonic()
     output = docker("build", "-t", IMAGE, *arguments, str(project), timeout=900)
     return time.monotonic() - started, output
@@ -113,7 +120,8 @@ def test_the_image_runs_as_a_user_without_dev_tools(shipped: Path) -> None:
 
 
 class Stack:
-    """The bake's compose.yaml, run by docker-compose with the test's images and ports."""
+    """The bake's compose.yaml, run by docker-compose with the test's images and ports: the
+    app's replicas (APP_REPLICAS, 2) behind the proxy on APP_PORT."""
 
     def __init__(self, project: Path) -> None:
         self.project = project
@@ -124,8 +132,11 @@ class Stack:
             "APP_IMAGE": IMAGE,
             "POSTGRES_IMAGE": postgres_base(),
             "PGBOUNCER_IMAGE": pgbouncer_base(),
+            "PROXY_IMAGE": haproxy_base(),
             "POSTGRES_PORT": str(free_port()),
             "APP_PORT": str(self.app_port),
+            # For `make deploy`'s `compose build`, as `build()` passes them.
+            **build_arguments(project),
         }
         env = read_env(project)
         self.user, self.database = env["POSTGRES_USER"].strip('"'), env["POSTGRES_DB"].strip('"')
@@ -152,18 +163,30 @@ class Stack:
             pytest.fail(f"docker-compose {' '.join(arguments)}: {output}\n{logs[-3000:]}")
         return output
 
-    def container(self, service: str) -> str:
-        return self.compose("ps", "-q", service).strip()
+    def containers(self, service: str) -> list[str]:
+        """The service's running containers (one per replica)."""
+        listed = self.compose("ps", "-q", service).split()
+        running = docker("ps", "-q", "--no-trunc", "--filter", "status=running")
+        return [container for container in listed if container in running.split()]
 
     def wait_healthy(self, service: str) -> None:
-        """Until the service's healthcheck passes: two minutes at most."""
+        """Until the healthcheck of every container of the service passes (for the app: and
+        the proxy answers on its port): two minutes at most."""
         for _ in range(240):
-            container = self.container(service)
-            state = docker("inspect", "-f", "{{.State.Health.Status}}", container, check=False)
-            if container and state.strip() == "healthy":
+            containers = self.containers(service)
+            states = [
+                docker("inspect", "-f", "{{.State.Health.Status}}", container, check=False)
+                for container in containers
+            ]
+            healthy = containers and all(state.strip() == "healthy" for state in states)
+            if healthy and (service != "app" or self.request("GET", "/ready")[0] == 200):
                 return
             time.sleep(0.5)
         pytest.fail(f"{service} is not healthy: {self.compose('logs', '--no-color', service)}")
+
+    def in_container(self, container: str, code: str) -> str:
+        """Python `code` run in the app's `container`: what it printed."""
+        return docker("exec", container, "python", "-c", code, timeout=60).strip()
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """`method path` on the app, published on 127.0.0.1: the status and the JSON body."""
@@ -179,6 +202,8 @@ class Stack:
                 return response.status, json.loads(response.read() or b"null")
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"null")
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return 0, None  # not answering (yet): the proxy is starting
 
     def sql(self, statement: str) -> str:
         """`statement` through psql in the db container."""
@@ -218,27 +243,59 @@ def test_the_stack_serves_and_keeps_its_data(stack: Stack) -> None:
     assert SLUG in stack.sql(names).split()
 
 
+# Python run in a replica: a request to the replica itself, its status printed.
+TO_THE_REPLICA = """
+import json, urllib.error, urllib.request as r
+body = {body!r}
+request = r.Request("http://127.0.0.1:8000{path}", method="{method}",
+    data=None if body is None else json.dumps(body).encode(),
+    headers={{"Content-Type": "application/json"}})
+try:
+    print(r.urlopen(request, timeout=30).status)
+except urllib.error.HTTPError as error:
+    print(error.code)
+"""
+
+
 def test_sigterm_during_a_slow_request(stack: Stack) -> None:
-    """SIGTERM to the app while a request waits on a lock: /ready answers 503 meanwhile, and
-    the request completes."""
+    """SIGTERM to a replica while a request to it waits on a lock: its /ready answers 503,
+    the proxy stops sending it requests within the drain (5 s), and the request completes."""
+    replica = stack.containers("app")[0]
+
+    def on_replica(method: str, path: str, body: Any = None) -> int:
+        code = TO_THE_REPLICA.format(method=method, path=path, body=body)
+        return int(stack.in_container(replica, code))
+
     lock = "BEGIN; LOCK TABLE tutorials IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT;"
     holder = threading.Thread(target=stack.sql, args=(lock,))
     holder.start()
     time.sleep(1)
-    answers: list[tuple[int, Any]] = []
+    answers: list[int] = []
     slow = threading.Thread(
-        target=lambda: answers.append(stack.request("POST", "/tutorials", {"name": "in flight"}))
+        target=lambda: answers.append(on_replica("POST", "/tutorials", {"name": "in flight"}))
     )
     slow.start()
+    time.sleep(1)
+    docker("kill", "--signal", "TERM", replica)
+    signalled = time.monotonic()
     time.sleep(0.5)
-    docker("kill", "--signal", "TERM", stack.container("app"))
-    time.sleep(0.5)
-    ready = stack.request("GET", "/ready")
+    ready = on_replica("GET", "/ready")
+    # Out of the proxy's rotation once /ready through it answers 200 four times in a row
+    # (round robin: the draining replica's 503 would be among them).
+    in_a_row = 0
+    while in_a_row < 4 and time.monotonic() - signalled < 10:
+        in_a_row = in_a_row + 1 if stack.request("GET", "/ready")[0] == 200 else 0
+        time.sleep(0.1)
+    out_of_rotation = time.monotonic() - signalled
     slow.join(timeout=30)
     holder.join(timeout=30)
-    assert ready[0] == 503
-    assert [status for status, _ in answers] == [201]
+    print(f"\nSIGTERM to a replica: out of the proxy's rotation after {out_of_rotation:.1f} s")
+    assert ready == 503
+    assert out_of_rotation < 5  # SHUTDOWN_DRAIN_SECONDS: it still serves until then
+    assert answers == [201]
     assert stack.sql("SELECT count(*) FROM tutorials WHERE name = 'in flight'") == "1"
+    stack.compose("up", "-d", "--no-recreate")  # both replicas again
+    stack.wait_healthy("app")
 
 
 def test_metrics_stay_inside_the_stack_and_head_is_answered(stack: Stack) -> None:

@@ -418,12 +418,20 @@ def test_compose_takes_every_setting_from_env(baked: Path) -> None:
 
 
 def test_the_web_services_compose_stack(cookies_session: Any) -> None:
-    """With the web service: db, a one-shot migrate, app after it, PgBouncer on request, all
+    """With the web service: db, a one-shot migrate, app's replicas after it behind the proxy
+    (the one published port, to the replicas whose /ready answers), PgBouncer on request, all
     on the image's own URLs to the db service; without it, the database alone."""
     web = Path(cookies_session.bake(extra_context={"web_framework": "fastapi"}).project_path)
     check_schema("compose-spec", web / "compose.yaml")
     services = load_yaml(web / "compose.yaml")["services"]
-    assert set(services) == {"db", "migrate", "app", "pgbouncer"}
+    assert set(services) == {"db", "migrate", "app", "proxy", "pgbouncer"}
+    assert services["app"]["scale"] == "${APP_REPLICAS:-2}"
+    assert "ports" not in services["app"]
+    assert services["proxy"]["ports"] == ["127.0.0.1:${APP_PORT:-8000}:8000"]
+    (mount,) = services["proxy"]["volumes"]
+    config = (web / mount.split(":")[0]).read_text()
+    assert "server-template app 1-16 app:8000" in config
+    assert "http-check send meth GET uri /ready" in config
     assert services["migrate"]["command"][-2:] == [f"{web.name}.core.migrations", "upgrade"]
     assert services["app"]["depends_on"] == {
         "migrate": {"condition": "service_completed_successfully"}
