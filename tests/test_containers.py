@@ -6,6 +6,7 @@ Every request goes to 127.0.0.1; every wait is bounded.
 """
 
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -38,6 +39,8 @@ IMAGE = "template-test-shipped-service:latest"
 # pip and uv need it, the final image must not hold it.
 SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 DEV_TOOLS = ["uv", "pytest", "ruff", "mypy", "gcc", "cc"]
+# compose.yaml's default APP_REPLICAS.
+APP_REPLICAS = 2
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +131,9 @@ class Stack:
         self.app_port = free_port()
         self.environment = {
             **DOCKER_ENV,
-            "COMPOSE_PROJECT_NAME": "templatetest",
+            # A name of this run's own: what an earlier, interrupted run left (containers, the
+            # data volume) belongs to another project and cannot break `up` here.
+            "COMPOSE_PROJECT_NAME": f"templatetest{os.getpid()}",
             "APP_IMAGE": IMAGE,
             "POSTGRES_IMAGE": postgres_base(),
             "PGBOUNCER_IMAGE": pgbouncer_base(),
@@ -170,15 +175,16 @@ class Stack:
         return [container for container in listed if container in running.split()]
 
     def wait_healthy(self, service: str) -> None:
-        """Until the healthcheck of every container of the service passes (for the app: and
-        the proxy answers on its port): two minutes at most."""
+        """Until the healthcheck of every container of the service passes (for the app: all
+        APP_REPLICAS of them, and the proxy answers on its port): two minutes at most."""
+        expected = APP_REPLICAS if service == "app" else 1
         for _ in range(240):
             containers = self.containers(service)
             states = [
                 docker("inspect", "-f", "{{.State.Health.Status}}", container, check=False)
                 for container in containers
             ]
-            healthy = containers and all(state.strip() == "healthy" for state in states)
+            healthy = len(containers) >= expected and all(s.strip() == "healthy" for s in states)
             if healthy and (service != "app" or self.request("GET", "/ready")[0] == 200):
                 return
             time.sleep(0.5)
@@ -218,6 +224,8 @@ def stack(shipped: Path) -> Iterator[Stack]:
     """`docker-compose up -d`: db, then migrate, then app, healthy; removed with its volume."""
     stack = Stack(shipped)
     try:
+        # Nothing of an earlier run under this name (a reused process id): a clean start.
+        stack.compose("--profile", "pgbouncer", "down", "-v", "--remove-orphans", check=False)
         stack.compose("up", "-d")
         stack.wait_healthy("app")
         yield stack
@@ -294,7 +302,10 @@ def test_sigterm_during_a_slow_request(stack: Stack) -> None:
     assert out_of_rotation < 5  # SHUTDOWN_DRAIN_SECONDS: it still serves until then
     assert answers == [201]
     assert stack.sql("SELECT count(*) FROM tutorials WHERE name = 'in flight'") == "1"
-    stack.compose("up", "-d", "--no-recreate")  # both replicas again
+    # Both replicas again for the next tests: once the signalled one has exited (`docker
+    # kill` counts as a stop, so no restart policy brings it back), `up` starts it again.
+    docker("wait", replica, timeout=60)
+    stack.compose("up", "-d", "--no-recreate")
     stack.wait_healthy("app")
 
 
