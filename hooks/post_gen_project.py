@@ -84,6 +84,7 @@ WEB_FRAMEWORK_FILES = {
         "Dockerfile",
         ".dockerignore",
         "deploy/haproxy.cfg",
+        "scripts/deploy.sh",
     ],
 }
 # settings.py's block of the web service's fields starts with this line and ends at the

@@ -467,6 +467,7 @@ def test_ci_workflow_is_valid_and_runs_every_check(baked: Path) -> None:
     image = [step.get("run") or step["uses"] for step in jobs["image"]["steps"]]
     assert "docker build -t app:ci ." in image  # tests/test_containers.py runs it here
     assert "docker compose up -d --wait --wait-timeout 180" in image
+    assert any(run.startswith("make deploy\n") for run in image)  # test_containers runs it
 
 
 def test_the_templates_own_ci_runs_make_test_on_a_postgres_service() -> None:
