@@ -5,8 +5,12 @@ compose.yaml's build arguments and image variables, as a user behind a registry 
 Every request goes to 127.0.0.1; every wait is bounded.
 """
 
+import http.client
+import itertools
 import json
 import os
+import random
+import re
 import shutil
 import subprocess
 import threading
@@ -318,6 +322,230 @@ def test_metrics_stay_inside_the_stack_and_head_is_answered(stack: Stack) -> Non
         assert (response.status, response.read()) == (200, b"")
     scrape = "import urllib.request as r; print(r.urlopen('http://127.0.0.1:9464/metrics').read())"
     assert "http_requests_total" in stack.compose("exec", "-T", "app", "python", "-c", scrape)
+
+
+# A release under load: clients, each a request every LOAD_INTERVAL s, half of them writing.
+LOAD_CLIENTS = 16
+LOAD_INTERVAL = 0.1
+LOAD_SECONDS = 60
+REQUEST_TIMEOUT = 10
+SEED_ROWS = 200_000
+# What a team ships: a nullable column, and an index built without blocking writes.
+RELEASE_MIGRATION = """\"\"\"A release that only adds: a column, an index on the names.\"\"\"
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "{revision}"
+down_revision = "{down_revision}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("tutorials", sa.Column("summary", sa.String(255), nullable=True))
+    with op.get_context().autocommit_block():
+        op.create_index(
+            "ix_tutorials_name",
+            "tutorials",
+            ["name"],
+            postgresql_concurrently=True,
+            if_not_exists=True,
+        )
+
+
+def downgrade() -> None:
+    with op.get_context().autocommit_block():
+        op.drop_index("ix_tutorials_name", postgresql_concurrently=True, if_exists=True)
+    op.drop_column("tutorials", "summary")
+"""
+
+
+class SteadyLoad:
+    """`clients` threads, each on a keep-alive connection to the proxy on 127.0.0.1 sending a
+    request every LOAD_INTERVAL s (even ones POST /tutorials, odd ones GET /tutorials/{id} of
+    `read_ids`), each bounded by REQUEST_TIMEOUT, until `stop()` or `limit` seconds."""
+
+    def __init__(self, port: int, clients: int, read_ids: range, limit: float) -> None:
+        self.port, self.read_ids = port, read_ids
+        self.deadline = time.monotonic() + limit
+        self.requests = 0
+        self.successes: list[float] = []  # when each successful answer came
+        self.failures: list[str] = []
+        self.acknowledged: list[int] = []  # every id a 201 returned
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.threads = [
+            threading.Thread(target=self.client, args=(number, clients))
+            for number in range(clients)
+        ]
+        self.started = time.monotonic()
+        for thread in self.threads:
+            thread.start()
+
+    def client(self, number: int, clients: int) -> None:
+        writes = number % 2 == 0
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=REQUEST_TIMEOUT)
+        due = time.monotonic() + LOAD_INTERVAL * number / clients  # spread over an interval
+        sent = 0
+        while not self.stopping.is_set() and time.monotonic() < self.deadline:
+            time.sleep(max(0.0, due - time.monotonic()))
+            if writes:
+                method, path = "POST", "/tutorials"
+                body: bytes | None = json.dumps({"name": f"load {number}-{sent}"}).encode()
+            else:
+                method, path, body = "GET", f"/tutorials/{random.choice(self.read_ids)}", None
+            try:
+                connection.request(method, path, body, {"Content-Type": "application/json"})
+                response = connection.getresponse()
+                payload = response.read()
+                succeeded = response.status == (201 if writes else 200)
+                outcome = f"{method} {path}: {response.status} {payload[:300]!r}"
+            except (OSError, http.client.HTTPException) as error:
+                connection.close()  # the next request opens a new connection
+                succeeded, outcome = False, f"{method} {path}: {error!r}"
+            with self.lock:
+                self.requests += 1
+                if succeeded:
+                    self.successes.append(time.monotonic())
+                    if writes:
+                        self.acknowledged.append(json.loads(payload)["tutorial_id"])
+                else:
+                    self.failures.append(f"{time.monotonic() - self.started:.1f} s: {outcome}")
+            sent += 1
+            due = max(due + LOAD_INTERVAL, time.monotonic())
+        connection.close()
+
+    def stop(self) -> float:
+        """Stop the clients; the seconds they ran."""
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=REQUEST_TIMEOUT + 5)
+        return time.monotonic() - self.started
+
+    def longest_gap(self) -> float:
+        """The longest time between two successful answers (from the first to the last)."""
+        times = sorted(self.successes)
+        return max((later - earlier for earlier, later in itertools.pairwise(times)), default=0.0)
+
+
+def head_revision(project: Path) -> str:
+    """The migrations' head: the revision no other revision revises."""
+    revisions, revised = set(), set()
+    for path in (project / "alembic" / "versions").glob("*.py"):
+        text = path.read_text()
+        revisions.update(re.findall(r'^revision[^=]*= "(\w+)"', text, re.MULTILINE))
+        revised.update(re.findall(r'^down_revision[^=]*= "(\w+)"', text, re.MULTILINE))
+    (head,) = revisions - revised
+    return head
+
+
+def deploy(stack: Stack, **environment: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """`make deploy` in the project, as a user runs it: its result, and the seconds it took."""
+    started = time.monotonic()
+    result = subprocess.run(
+        ["make", "deploy"],
+        cwd=stack.project,
+        env={**stack.environment, **environment},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return result, time.monotonic() - started
+
+
+def image_of(container: str) -> str:
+    return docker("inspect", "-f", "{{.Image}}", container).strip()
+
+
+def image_of_tag(tag: str) -> str:
+    return docker("image", "inspect", "-f", "{{.Id}}", tag).strip()
+
+
+def test_a_release_under_load(stack: Stack) -> None:
+    """`make deploy` ships a new image with a new migration (a nullable column, an index
+    built concurrently on 200,000 rows) while 16 clients write and read through the proxy for
+    a minute: no request fails, every acknowledged write is there, and no second passes
+    without a successful answer."""
+    stack.sql(
+        "INSERT INTO tutorials (name) SELECT 'seed ' || g"
+        f" FROM generate_series(1, {SEED_ROWS}) AS g"
+    )
+    first, last = map(
+        int, stack.sql("SELECT min(tutorial_id), max(tutorial_id) FROM tutorials").split("|")
+    )
+    revision = uuid.uuid4().hex[:12]
+    down_revision = head_revision(stack.project)
+    migration = stack.project / "alembic" / "versions" / f"2026_12_01_0000-{revision}_release.py"
+    migration.write_text(RELEASE_MIGRATION.format(revision=revision, down_revision=down_revision))
+    old = set(stack.containers("app"))
+
+    load = SteadyLoad(stack.app_port, LOAD_CLIENTS, range(first, last + 1), limit=5 * LOAD_SECONDS)
+    time.sleep(5)  # steady before the release starts
+    result, deploy_seconds = deploy(stack)
+    time.sleep(max(5.0, LOAD_SECONDS - (time.monotonic() - load.started)))
+    load_seconds = load.stop()
+
+    stored = stack.sql("SELECT tutorial_id FROM tutorials WHERE name LIKE 'load %'").split()
+    missing = set(load.acknowledged) - {int(tutorial_id) for tutorial_id in stored}
+    steps = [line for line in result.stdout.splitlines() if line.startswith("deploy:")]
+    print(
+        f"\nrelease under load: {load.requests} requests in {load_seconds:.0f} s from"
+        f" {LOAD_CLIENTS} clients, {len(load.failures)} failed; writes: {len(load.acknowledged)}"
+        f" acknowledged, {len(missing)} missing; longest gap without a success:"
+        f" {load.longest_gap():.2f} s; make deploy: {deploy_seconds:.0f} s\n" + "\n".join(steps)
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert load.failures == [], load.failures[:20]
+    assert missing == set()
+    assert load.longest_gap() <= 1.0
+    new = set(stack.containers("app"))
+    assert len(new) == APP_REPLICAS
+    assert not new & old
+    assert {image_of(container) for container in new} == {image_of_tag(IMAGE)}
+    assert stack.sql("SELECT version_num FROM alembic_version") == revision
+    assert (
+        stack.sql(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'ix_tutorials_name'::regclass"
+        )
+        == "t"
+    )
+
+
+def test_a_release_that_never_gets_ready(stack: Stack) -> None:
+    """A new image whose replica never answers /ready with 200: `make deploy` stops it after
+    DEPLOY_READY_TIMEOUT, gives the image's tag back to the previous build and exits non-zero;
+    the old replicas serve throughout."""
+    dockerfile = stack.project / "Dockerfile"
+    good = dockerfile.read_text()
+    old = set(stack.containers("app"))
+    good_image = image_of_tag(IMAGE)
+    first, last = map(
+        int, stack.sql("SELECT min(tutorial_id), max(tutorial_id) FROM tutorials").split("|")
+    )
+    # It serves, but /ready gives up at once: the proxy must never send it a request.
+    dockerfile.write_text(f"{good}ENV READY_TIMEOUT=0\n")
+    try:
+        load = SteadyLoad(stack.app_port, 4, range(first, last + 1), limit=300)
+        result, deploy_seconds = deploy(stack, DEPLOY_READY_TIMEOUT="10")
+        load_seconds = load.stop()
+        tagged = image_of_tag(IMAGE)
+    finally:
+        dockerfile.write_text(good)
+        docker("tag", good_image, IMAGE)  # for the tests after this one, whatever happened
+    output = result.stdout + result.stderr
+    steps = [line for line in output.splitlines() if line.startswith("deploy:")]
+    print(
+        f"\na release that never gets ready: make deploy exited {result.returncode} after"
+        f" {deploy_seconds:.0f} s; meanwhile {load.requests} requests in {load_seconds:.0f} s,"
+        f" {len(load.failures)} failed\n" + "\n".join(steps)
+    )
+    assert result.returncode != 0, output[-3000:]
+    assert "not ready within 10 s" in output
+    assert load.failures == [], load.failures[:20]
+    # The new replica stopped and removed; the old ones as they were.
+    assert set(stack.compose("ps", "-q", "app").split()) == old
+    assert tagged == good_image
 
 
 def test_the_app_through_pgbouncer(stack: Stack) -> None:
