@@ -108,6 +108,8 @@ WEB_FRAMEWORK_FILES = {
         "tests/test_web.py",
         "Dockerfile",
         ".dockerignore",
+        "deploy/haproxy.cfg",
+        "scripts/deploy.sh",
     ],
 }
 # settings.py's block of the web service's fields starts with this line and ends at the
@@ -121,7 +123,10 @@ def remove_unused_files(slug: str, web_framework: str) -> None:
     for framework, paths in WEB_FRAMEWORK_FILES.items():
         if framework != web_framework:
             for path in paths:
-                Path(path.format(slug=slug)).unlink()
+                file = Path(path.format(slug=slug))
+                file.unlink()
+                if not any(file.parent.iterdir()):
+                    file.parent.rmdir()  # deploy/: the web service's only
     if web_framework == "none":
         remove_web_settings(Path("src", slug, "settings.py"))
 

@@ -108,6 +108,19 @@ PGBOUNCER_BASE = (
 )
 
 
+# Debian's HAProxy as the official haproxy image runs it: the configuration in
+# /usr/local/etc/haproxy, the master-worker mode in the foreground (-W -db), the user haproxy,
+# SIGUSR1 (a soft stop) to stop.
+HAPROXY_BASE = (
+    "template-test-haproxy",
+    "RUN apt-get update && apt-get install -y --no-install-recommends haproxy"
+    " && rm -rf /var/lib/apt/lists/* && mkdir -p /usr/local/etc/haproxy\n"
+    "USER haproxy\n"
+    "STOPSIGNAL SIGUSR1\n"
+    'CMD ["haproxy", "-W", "-db", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]\n',
+)
+
+
 def docker(*arguments: str, check: bool = True, timeout: float = 600) -> str:
     """Run `docker <arguments>`; its output (stdout and stderr)."""
     result = subprocess.run(
@@ -289,3 +302,7 @@ def postgres_base() -> str:
 
 def pgbouncer_base() -> str:
     return derived_image(PGBOUNCER_BASE, {"entrypoint.sh": PGBOUNCER_ENTRYPOINT})
+
+
+def haproxy_base() -> str:
+    return derived_image(HAPROXY_BASE)

@@ -430,13 +430,21 @@ HARDENED = {"read_only": True, "cap_drop": ["ALL"], "security_opt": ["no-new-pri
 
 
 def test_the_web_services_compose_stack(cookies_session: Any) -> None:
-    """With the web service: db, a one-shot migrate, app after it, PgBouncer on request, all
+    """With the web service: db, a one-shot migrate, app's replicas after it behind the proxy
+    (the one published port, to the replicas whose /ready answers), PgBouncer on request, all
     on their own URLs to the db service, as secret files: app never gets the migrations' role;
-    app and migrate read-only, without capabilities; without it, the database alone."""
+    app, migrate and proxy read-only, without capabilities; without it, the database alone."""
     web = Path(cookies_session.bake(extra_context={"web_framework": "fastapi"}).project_path)
     check_schema("compose-spec", web / "compose.yaml")
     services = load_yaml(web / "compose.yaml")["services"]
-    assert set(services) == {"db", "migrate", "app", "pgbouncer"}
+    assert set(services) == {"db", "migrate", "app", "proxy", "pgbouncer"}
+    assert services["app"]["scale"] == "${APP_REPLICAS:-2}"
+    assert "ports" not in services["app"]
+    assert services["proxy"]["ports"] == ["127.0.0.1:${APP_PORT:-8000}:8000"]
+    (mount,) = services["proxy"]["volumes"]
+    config = (web / mount.split(":")[0]).read_text()
+    assert "server-template app 1-16 app:8000" in config
+    assert "http-check send meth GET uri /ready" in config
     assert services["migrate"]["command"][-2:] == [f"{web.name}.core.migrations", "upgrade"]
     assert services["app"]["depends_on"] == {
         "migrate": {"condition": "service_completed_successfully"}
@@ -445,9 +453,11 @@ def test_the_web_services_compose_stack(cookies_session: Any) -> None:
     assert "/ready" in services["app"]["healthcheck"]["test"][-1]
     assert services["pgbouncer"]["profiles"] == ["pgbouncer"]
     assert services["app"]["image"] == services["migrate"]["image"]
-    for name in ("app", "migrate"):
+    for name in ("app", "migrate", "proxy"):
         assert {key: services[name][key] for key in HARDENED} == HARDENED
-        assert all(key.endswith("_FILE") for key in services[name]["environment"] if "URL" in key)
+        assert all(
+            key.endswith("_FILE") for key in services[name].get("environment", {}) if "URL" in key
+        )
     assert "migration_url" not in services["app"]["secrets"]
     assert services["migrate"]["secrets"] == ["migration_url", "database_url"]
     secrets = {path.name: path.read_text(encoding="utf-8") for path in (web / ".secrets").iterdir()}
@@ -484,6 +494,7 @@ def test_ci_workflow_is_valid_and_runs_every_check(baked: Path) -> None:
     image = [step.get("run") or step["uses"] for step in jobs["image"]["steps"]]
     assert "docker build -t app:ci ." in image  # tests/test_containers.py runs it here
     assert "docker compose up -d --wait --wait-timeout 180" in image
+    assert any(run.startswith("make deploy\n") for run in image)  # test_containers runs it
 
 
 def test_the_templates_own_ci_runs_make_test_on_a_postgres_service() -> None:
@@ -522,7 +533,8 @@ def test_the_templates_own_ci_bakes_on_macos_and_windows() -> None:
 
 
 def test_pre_commit_runs_the_projects_own_ruff(baked: Path) -> None:
-    """Every hook repository is pinned; the ruff hook is the ruff of the dev group."""
+    """Every remote hook repository is pinned; the ruff hook is the ruff of the dev group;
+    squawk runs in the project's environment (its alembic reads the revisions)."""
     repos = {repo["repo"]: repo for repo in load_yaml(baked / ".pre-commit-config.yaml")["repos"]}
     ruff = repos["https://github.com/astral-sh/ruff-pre-commit"]
     standard = repos["https://github.com/pre-commit/pre-commit-hooks"]
@@ -533,6 +545,8 @@ def test_pre_commit_runs_the_projects_own_ruff(baked: Path) -> None:
         "check-yaml",
         "check-toml",
     }
+    local = repos.pop("local")
+    assert [hook["id"] for hook in local["hooks"]] == ["squawk"]
     assert all(repo["rev"].startswith("v") and repo["rev"][1].isdigit() for repo in repos.values())
     dev = tomllib.loads((baked / "pyproject.toml").read_text())["dependency-groups"]["dev"]
     assert f"ruff=={ruff['rev'][1:]}" in dev
