@@ -68,7 +68,7 @@ def write_env(path: Path, url: str, compose: dict[str, str]) -> None:
         env.writelines(f"{name}={compose_quote(value)}\n" for name, value in compose.items())
 
 
-# Files only the web service uses, removed when the project is baked without one.
+# Files (and folders) only the web service uses, removed when the project is baked without one.
 WEB_FRAMEWORK_FILES = {
     "fastapi": [
         "web.mk",
@@ -83,6 +83,7 @@ WEB_FRAMEWORK_FILES = {
         "tests/test_web.py",
         "Dockerfile",
         ".dockerignore",
+        "deploy",
     ],
 }
 # settings.py's block of the web service's fields starts with this line and ends at the
@@ -95,8 +96,12 @@ def remove_unused_files(slug: str, web_framework: str) -> None:
     the web service's settings."""
     for framework, paths in WEB_FRAMEWORK_FILES.items():
         if framework != web_framework:
-            for path in paths:
-                Path(path.format(slug=slug)).unlink()
+            for name in paths:
+                path = Path(name.format(slug=slug))
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
     if web_framework == "none":
         remove_web_settings(Path("src", slug, "settings.py"))
 
