@@ -1,7 +1,7 @@
 """The fastapi bake's Kubernetes manifests (deploy/kubernetes/): what `kubectl apply -k` applies,
 valid against the schemas of a current Kubernetes, passing checkov with every skip explained,
 consistent with the app (routes, ports, drain, connection budget); the release order in the
-README."""
+README, and the baked CI job that runs it on kind."""
 
 import ast
 import json
@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 
 from local_extensions import kubernetes_name
 
-from .baking import load_yaml
+from .baking import TEMPLATE, load_yaml
 
 KUBECTL = str(Path(sys.executable).with_name("kubectl"))
 # checkov lives in an environment of its own beside the template's (Makefile, pyproject.toml).
@@ -416,7 +417,7 @@ def test_the_migration_job_is_one_per_release(objects: dict[str, dict[str, Any]]
     assert migration == ["Job"]
 
 
-# The lines a user edits in kustomization.yaml.
+# The lines a user (and the baked CI's kind job, with sed) edits in kustomization.yaml.
 USERS_LINES = {
     "namespace": r"^namespace: .*$",
     "newName": r"^( *newName:).*$",
@@ -537,3 +538,136 @@ def test_a_bake_without_the_web_service_has_no_kubernetes(cookies_session: Any) 
     assert not (project / "deploy").exists()
     assert "kubectl" not in (project / "README.md").read_text(encoding="utf-8")
     assert "deploy/kubernetes" not in (project / ".gitignore").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def kind_job(project: Path) -> dict[str, Any]:
+    """The baked workflow's `kubernetes` job."""
+    return load_yaml(project / ".github" / "workflows" / "ci.yml")["jobs"]["kubernetes"]
+
+
+# Stand-ins for the kind job's cluster tools: each call is logged (stdin too, for `-f -`), and
+# `apply -o name` answers with names of the kinds kubectl would print.
+KUBECTL_STUB = """#!/bin/bash
+echo "$*" >> "$STUB_LOG"
+case " $* " in *" -f - "*) cat > "$STUB_LOG.$(wc -l < "$STUB_LOG")" ;; esac
+case " $* " in
+  *" apply -k "*" -l "*" -o name "*) echo job.batch/stub-migrate ;;
+  *" apply -k "*" -o name "*) printf 'service/stub\\ndeployment.apps/stub\\n' ;;
+  *" get pod "*" -o name "*) echo pod/load-stub ;;
+esac
+"""
+PASSING_STUB = '#!/bin/bash\necho "$(basename "$0") $*" >> "$STUB_LOG"\n'
+
+
+def run_kind_job(project: Path, job: dict[str, Any], workspace: Path) -> tuple[list[str], Path]:
+    """The kind job's cluster and release steps, run by bash as the runner runs them, in a copy
+    of the bake, with kind, kubectl and sleep stood in for; their calls and the log's path."""
+    shutil.copytree(project, workspace)
+    stubs = workspace.parent / "stubs"
+    stubs.mkdir()
+    for name, script in (
+        ("kubectl", KUBECTL_STUB),
+        ("kind", PASSING_STUB),
+        ("sleep", PASSING_STUB),
+    ):
+        (stubs / name).write_text(script)
+        (stubs / name).chmod(0o755)
+    log = workspace.parent / "calls"
+    log.touch()
+    environment = {
+        "PATH": f"{stubs}:/usr/bin:/bin",
+        "STUB_LOG": str(log),
+        **{key: str(value) for key, value in job["env"].items()},
+    }
+    for step in job["steps"]:
+        if "cluster" in step.get("name", "") or "release" in step.get("name", ""):
+            subprocess.run(
+                ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+                cwd=workspace,
+                env=environment,
+                check=True,
+            )
+    return log.read_text().splitlines(), log
+
+
+def test_the_kind_job_releases_as_the_readme_says(
+    project: Path, kind_job: dict[str, Any], tmp_path: Path
+) -> None:
+    """Run with stand-ins for kind and kubectl, the job: starts the cluster with the images and
+    a database; makes the namespace restricted; fills in secret.example.yaml; releases the
+    first tag as the README does (the migration Job, waited for, then the rest, then the
+    rollout); starts a load client, releases the second tag the same way, then stops the
+    client and requires it to have completed. What it applies is valid, the load client as
+    restricted as the app; kustomization.yaml ends on the second tag."""
+    calls, log = run_kind_job(project, kind_job, tmp_path / "project")
+    namespace = load_yaml(project / "deploy" / "kubernetes" / "kustomization.yaml")["namespace"]
+    release = [
+        "apply -k deploy/kubernetes -l app.kubernetes.io/component=migration -o name",
+        f"-n {namespace} wait --for=condition=complete --timeout=5m job.batch/stub-migrate",
+        "apply -k deploy/kubernetes -o name",
+        f"-n {namespace} rollout status deployment.apps/stub --timeout=5m",
+    ]
+    assert calls == [
+        "kind create cluster --image " + kind_job["env"]["KIND_NODE_IMAGE"] + " --wait 120s",
+        "kind load docker-image app:ci-1 app:ci-2",
+        "create namespace ci-database",
+        "-n ci-database apply -f -",
+        "-n ci-database wait --for=condition=Ready pod/postgres --timeout=180s",
+        f"create namespace {namespace}",
+        f"label namespace {namespace} pod-security.kubernetes.io/enforce=restricted",
+        "apply -f deploy/kubernetes/secret.yaml",
+        *release,
+        "apply -k deploy/kubernetes -o name",
+        f"-n {namespace} apply -f -",
+        f"-n {namespace} wait --for=condition=Ready pod -l job-name=load --timeout=2m",
+        "sleep 10",
+        *release,
+        "sleep 10",
+        f"-n {namespace} get pod -l job-name=load -o name",
+        f"-n {namespace} exec pod/load-stub -- python -c"
+        " import os, signal; os.kill(1, signal.SIGTERM)",
+        f"-n {namespace} wait --for=condition=complete --timeout=60s job/load",
+        f"-n {namespace} logs job/load",
+    ]
+    applied = sorted(log.parent.glob("calls.*"), key=lambda path: int(path.suffix[1:]))
+    database, load = (list(yaml.safe_load_all(path.read_text())) for path in applied)
+    assert [item["kind"] for item in database + load] == ["Pod", "Service", "Job"]
+    assert schema_problems(database + load) == []
+    assert restricted_problems(pod_spec(load[0])) == []
+    container = pod_spec(load[0])["containers"][0]
+    assert container["env"] == [{"name": "URL", "value": "http://stub"}]
+    client = container["args"][0]
+    compile(client, "load", "exec")
+    assert "raise SystemExit(1 if failed or not ok or not stop else 0)" in client
+    deploy = tmp_path / "project" / "deploy" / "kubernetes"
+    secret = load_yaml(deploy / "secret.yaml")
+    assert schema_problems([secret]) == []
+    url = kind_job["env"]["CI_DATABASE_URL"]
+    assert secret["stringData"] == {"database-url": url, "migration-url": url}
+    objects = by_kind(render(deploy))
+    assert pod_spec(objects["Deployment"])["containers"][0]["image"] == "app:ci-2"
+    assert objects["Job"]["metadata"]["name"].endswith("-migrate-ci-2")
+
+
+def test_the_kind_job_pins_kind_its_node_image_and_kubectl(kind_job: dict[str, Any]) -> None:
+    """kind's binary is checked against its sha256, its node image named by digest, kubectl
+    the template's own version; every step but the checkout is skipped by a project without
+    deploy/kubernetes; every script parses in bash."""
+    assert kind_job["timeout-minutes"] <= 30
+    assert re.fullmatch(r"v\d+\.\d+\.\d+", kind_job["env"]["KIND_VERSION"])
+    assert re.fullmatch(r"[0-9a-f]{64}", kind_job["env"]["KIND_SHA256"])
+    assert re.fullmatch(
+        r"kindest/node:v\d+\.\d+\.\d+@sha256:[0-9a-f]{64}", kind_job["env"]["KIND_NODE_IMAGE"]
+    )
+    dev = tomllib.loads((TEMPLATE / "pyproject.toml").read_text())["dependency-groups"]["dev"]
+    assert kind_job["env"]["KUBECTL"] in dev
+    skip = "hashFiles('deploy/kubernetes/kustomization.yaml') != ''"
+    assert all(skip in step["if"] for step in kind_job["steps"][1:])
+    for step in kind_job["steps"]:
+        check = subprocess.run(["bash", "-n", "-c", step.get("run", "")], capture_output=True)
+        assert check.returncode == 0, check.stderr
+    install = next(step["run"] for step in kind_job["steps"] if "pinned" in step.get("name", ""))
+    assert '"https://github.com/kubernetes-sigs/kind/releases/download/$KIND_VERSION/' in install
+    assert 'echo "$KIND_SHA256  $RUNNER_TEMP/bin/kind" | sha256sum --check' in install
+    assert install.index("sha256sum --check") < install.index('chmod +x "$RUNNER_TEMP/bin/kind"')
