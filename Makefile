@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 # Our own uv, from PyPI into our own venv: nothing needs installing first, and nothing is
 # installed outside this directory.
 UV := $(CURDIR)/$(BIN)/uv
+CHECKOV := $(VENV)/checkov/bin/checkov
 export UV_PYTHON_DOWNLOADS := never
 
 .PHONY: help install test lint demo bench bench-web bench-hostile clean pgbouncer
@@ -23,7 +24,12 @@ $(BIN)/pytest: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --quiet --python "$$(command -v python3)"
 	@touch $@
 
-install: $(BIN)/pytest ## Create .venv with the template's tools
+# checkov in an environment of its own (pyproject.toml says why), from the same uv.lock.
+$(CHECKOV): pyproject.toml uv.lock | $(UV)
+	UV_PROJECT_ENVIRONMENT=$(VENV)/checkov $(UV) sync --quiet --only-group checkov --python "$$(command -v python3)"
+	@touch $@
+
+install: $(BIN)/pytest $(CHECKOV) ## Create .venv with the template's tools
 
 lint: install ## Lint the template's own Python (hooks, tests, extension)
 	$(BIN)/ruff check .

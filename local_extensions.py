@@ -32,6 +32,21 @@ def postgres_name(slug: str) -> str:
     return name[: NAME_BYTES - len(APP_ROLE_SUFFIX)]
 
 
+# Kubernetes names of the bake's objects are at most this long, so that the migration Job's,
+# `<name>-migrate-<release>`, stays within the 63 characters of a label value (its pods carry
+# it as `job-name`) for a release tag of up to 24 characters.
+KUBERNETES_NAME_LENGTH = 30
+
+
+def kubernetes_name(slug: str) -> str:
+    """The slug as a Kubernetes object name: a DNS label as a Service needs one (a letter
+    first, then lowercase letters, digits and `-`, no `-` last), at most 30 characters."""
+    name = re.sub(r"[^a-z0-9]+", "-", slug).strip("-")
+    if not name[:1].isalpha():
+        name = f"project-{name}"
+    return name[:KUBERNETES_NAME_LENGTH].rstrip("-")
+
+
 def literal(value: object) -> str:
     """A double-quoted string literal that is valid Python and valid TOML, for any text.
 
@@ -44,4 +59,5 @@ def literal(value: object) -> str:
 
 IdentifierExtension = simple_filter(identifier)
 LiteralExtension = simple_filter(literal)
+KubernetesNameExtension = simple_filter(kubernetes_name)
 PostgresNameExtension = simple_filter(postgres_name)

@@ -93,7 +93,7 @@ def userlist_line(user: str, password: str) -> str:
     return " ".join('"{}"'.format(field.replace('"', '""')) for field in (user, password))
 
 
-# Files only the web service uses, removed when the project is baked without one.
+# Files (and folders) only the web service uses, removed when the project is baked without one.
 WEB_FRAMEWORK_FILES = {
     "fastapi": [
         "web.mk",
@@ -108,7 +108,7 @@ WEB_FRAMEWORK_FILES = {
         "tests/test_web.py",
         "Dockerfile",
         ".dockerignore",
-        "deploy/haproxy.cfg",
+        "deploy",
         "scripts/deploy.sh",
     ],
 }
@@ -122,11 +122,12 @@ def remove_unused_files(slug: str, web_framework: str) -> None:
     the web service's settings."""
     for framework, paths in WEB_FRAMEWORK_FILES.items():
         if framework != web_framework:
-            for path in paths:
-                file = Path(path.format(slug=slug))
-                file.unlink()
-                if not any(file.parent.iterdir()):
-                    file.parent.rmdir()  # deploy/: the web service's only
+            for name in paths:
+                path = Path(name.format(slug=slug))
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
     if web_framework == "none":
         remove_web_settings(Path("src", slug, "settings.py"))
 

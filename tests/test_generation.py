@@ -135,7 +135,7 @@ def test_a_bake_holds_the_chosen_web_frameworks_files_only(
     for framework, paths in WEB_FRAMEWORK_FILES.items():
         chosen = framework == web_framework
         for path in paths:
-            assert (project / path.format(slug=project.name)).is_file() == chosen, path
+            assert (project / path.format(slug=project.name)).exists() == chosen, path
         assert (framework in dependencies) == chosen
 
 
