@@ -506,7 +506,9 @@ def test_every_pod_is_restricted_and_bounded(
             resources = container["resources"]
             assert set(resources["requests"]) == set(resources["limits"]) == {"cpu", "memory"}
     app = pod_spec(objects["Deployment"])
-    assert app["containers"][0]["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    # Writable: /tmp only; the Secret's files are read-only.
+    mounts = app["containers"][0]["volumeMounts"]
+    assert [m["mountPath"] for m in mounts if not m.get("readOnly")] == ["/tmp"]
     assert app["volumes"][0]["emptyDir"]["sizeLimit"]
     assert objects["ServiceAccount"]["automountServiceAccountToken"] is False
 
