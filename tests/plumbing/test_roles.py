@@ -123,3 +123,23 @@ async def test_the_migrate_command_names_a_missing_app_role(
     )
     assert code == 0, output
     assert len(await current_revisions(empty_engine)) == 1
+
+
+async def test_the_migrate_command_reads_both_urls_from_files(
+    empty_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """As compose and Kubernetes run it: DATABASE_URL_FILE and DATABASE_MIGRATION_URL_FILE
+    only, the URLs in files; it migrates as the owner and grants the app's role its rows."""
+    app = DEVELOPMENT_URL.set(database=empty_engine.url.database)
+    (tmp_path / "app").write_text(raw(app) + "\n")
+    (tmp_path / "owner").write_text(raw(empty_engine.url))
+    code, output = await migrate_command(
+        tmp_path,
+        DATABASE_URL="",
+        DATABASE_MIGRATION_URL="",
+        DATABASE_URL_FILE=str(tmp_path / "app"),
+        DATABASE_MIGRATION_URL_FILE=str(tmp_path / "owner"),
+    )
+    assert code == 0, output
+    assert str(app.password) not in output
+    assert len(await current_revisions(empty_engine)) == 1

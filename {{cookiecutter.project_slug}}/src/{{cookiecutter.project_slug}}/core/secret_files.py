@@ -7,6 +7,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 
 def read_into(values: Any, names: Iterable[str], environ: Mapping[str, str] = os.environ) -> Any:
     """`values` (the settings' input) with each of `names` whose `<NAME>_FILE` variable is set
@@ -16,8 +18,8 @@ def read_into(values: Any, names: Iterable[str], environ: Mapping[str, str] = os
         return values
     for name in names:
         variable = f"{name.upper()}_FILE"
-        if not (path := environ.get(variable)):
-            continue
+        if not (path := environ.get(variable)) or isinstance(values.get(name), SecretStr):
+            continue  # no file; or a value validated already, as settings validated anew carry
         if values.get(name):
             raise ValueError(
                 f"{name.upper()} (the environment or .env) and {variable} are both set: keep one"
