@@ -42,8 +42,7 @@ TEST_DATABASE = with_suffix(DEVELOPMENT_URL.database or "", f"test_{WORKER}" if 
 
 @pytest.fixture(scope="session", autouse=True)
 def on_the_test_database() -> None:
-    """Nothing: from here on the settings, the app's engine (built on first use) and every
-    process a test starts name the test database."""
+    """From here on the settings, the app's engine and every process a test starts name it."""
     for variable, settings in (("DATABASE_URL", DEVELOPMENT), ("DATABASE_MIGRATION_URL", OWNER)):
         url = settings.database_url_object.set(database=TEST_DATABASE)
         os.environ[variable] = url.render_as_string(hide_password=False)
@@ -52,10 +51,8 @@ def on_the_test_database() -> None:
 
 
 class ReadOnlySavepoint(Session):
-    """get_read_session()'s session in a test: it joins the test's transaction in a savepoint,
-    as get_session() does, and makes it read-only. PostgreSQL allows SET TRANSACTION READ ONLY
-    inside a savepoint and gives the outer transaction back its read-write mode when the
-    savepoint ends, so writes are refused as on a replica, and only there."""
+    """get_read_session()'s session in a test: a savepoint of the test's transaction, read-only
+    (PostgreSQL gives the outer transaction back its read-write mode when the savepoint ends)."""
 
 
 @event.listens_for(ReadOnlySavepoint, "after_begin")
@@ -84,8 +81,8 @@ async def engine(owner_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture(scope="session")
 async def tests_engine(owner_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
-    """The engine of the tests' own transactions: as the owner, with a pool of its own, so an
-    app's lifespan that disposes the app's engine (its pool) leaves a test's connection alone."""
+    """The tests' transactions' engine, the owner's: an app's lifespan disposing its own engine
+    leaves a test's connection alone."""
     tests_engine = database.create_engine(migration_settings(get_settings()), pool_size=1)
     yield tests_engine
     await tests_engine.dispose()
