@@ -14,7 +14,7 @@ from {{ cookiecutter.project_slug }}.core.migrations import MissingAppRoleError,
 
 from ..conftest import DEVELOPMENT_URL
 from .test_deploy import migrate_command, raw
-from .test_migration_lock import current_revisions, table_names, with_a_revision
+from .test_migration_lock import current_revisions, head, table_names, with_a_revision
 
 APP_ROLE = DEVELOPMENT_URL.username or ""
 
@@ -143,3 +143,25 @@ async def test_the_migrate_command_reads_both_urls_from_files(
     assert code == 0, output
     assert str(app.password) not in output
     assert len(await current_revisions(empty_engine)) == 1
+
+
+async def test_at_head_the_migrate_command_grants_a_role_that_lacks_its_rows(
+    empty_engine: AsyncEngine, as_the_app: AsyncEngine, tmp_path: Path
+) -> None:
+    """A database migrated with one role, then given two: at head, the deploy step grants the
+    app's role its rows (once: then it has nothing to do), and names a role that is missing."""
+    await upgrade(empty_engine)  # one role: nothing granted
+    owner = raw(empty_engine.url)
+    missing = raw(empty_engine.url.set(username="no_such_app_role", password="s3cret-app"))
+    code, output = await migrate_command(
+        tmp_path, DATABASE_URL=missing, DATABASE_MIGRATION_URL=owner
+    )
+    assert (code, output.count("\n")) == (1, 1)
+    assert "'no_such_app_role' does not exist" in output
+    app = raw(DEVELOPMENT_URL.set(database=empty_engine.url.database))
+    code, output = await migrate_command(tmp_path, DATABASE_URL=app, DATABASE_MIGRATION_URL=owner)
+    assert (code, output) == (0, f"already at head ({head()}): granted {APP_ROLE!r} rows\n")
+    async with as_the_app.connect() as connection:
+        assert await connection.scalar(text("SELECT count(*) FROM tutorials")) == 0
+    code, output = await migrate_command(tmp_path, DATABASE_URL=app, DATABASE_MIGRATION_URL=owner)
+    assert (code, output) == (0, f"already at head ({head()}): nothing to do\n")

@@ -188,6 +188,38 @@ async def test_a_migration_runs_past_the_apps_command_timeout_but_not_its_own(
     )
 
 
+AFTER_A_BLOCK = revision(
+    "with op.get_context().autocommit_block():\n"
+    '        op.execute("SELECT 1")\n'
+    '    op.add_column("tutorials", sa.Column("note", sa.Text()))'
+)
+
+
+@pytest.mark.commits
+async def test_the_lock_timeout_holds_after_an_autocommit_block(
+    empty_engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An autocommit block commits the migration's transaction and its LOCAL timeouts: the
+    statements after it get them again, so an ALTER TABLE behind a reader gives up after the
+    lock timeout (it once waited for the statement timeout, queueing the service behind it)."""
+    before = head()
+    with_a_revision(tmp_path, monkeypatch, "5afe00000001_a_release.py", AFTER_A_BLOCK)
+    await upgrade(empty_engine, before)
+    bounded = settings_for(
+        empty_engine.url, database_migration_lock_timeout=0.5, database_migration_retries=0
+    )
+    async with empty_engine.connect() as reader:
+        await reader.execute(sa.text("LOCK TABLE tutorials IN ACCESS SHARE MODE"))
+        with pytest.raises(DBAPIError) as raised:
+            await asyncio.wait_for(migrate(bounded), timeout=30)
+        assert sqlstate(raised.value) == "55P03"  # lock_not_available: the lock timeout
+        await reader.rollback()
+    assert await current_revisions(empty_engine) == [before]
+    assert await asyncio.wait_for(migrate(bounded), timeout=30) == (
+        f"upgraded {before} to head (5afe00000001)"
+    )
+
+
 def test_offline_sql_sets_the_migrations_timeouts() -> None:
     """`alembic upgrade head --sql` prints the timeouts an online run sets, first."""
     config = alembic_config()
@@ -195,6 +227,20 @@ def test_offline_sql_sets_the_migrations_timeouts() -> None:
     command.upgrade(config, "head", sql=True)
     assert "SET LOCAL lock_timeout = '5000ms';" in buffer.getvalue()
     assert "SET LOCAL statement_timeout = '60000ms';" in buffer.getvalue()
+
+
+def test_offline_sql_sets_the_timeouts_again_after_an_autocommit_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SQL printed for a revision with an autocommit block: COMMIT, the block, BEGIN, and
+    the timeouts again before the ALTER TABLE that follows."""
+    before = head()
+    with_a_revision(tmp_path, monkeypatch, "5afe00000001_a_release.py", AFTER_A_BLOCK)
+    config = alembic_config()
+    config.output_buffer = buffer = io.StringIO()
+    command.upgrade(config, f"{before}:5afe00000001", sql=True)
+    after_the_block = buffer.getvalue().split("SELECT 1;")[1]
+    assert after_the_block.index("SET LOCAL lock_timeout") < after_the_block.index("ALTER TABLE")
 
 
 def test_the_projects_revisions_pass_the_lint() -> None:

@@ -1,4 +1,6 @@
 import asyncio
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from logging.config import fileConfig
 
 from alembic import context
@@ -29,6 +31,22 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 target_metadata = Base.metadata
 
 
+def keep_timeouts_past_autocommit_blocks(set_timeouts: Callable[[], None]) -> None:
+    """autocommit_block() commits the migration's transaction, and its LOCAL timeouts with it:
+    the transaction it begins after the block (the rest of the revision, and the revisions
+    after it) gets them again. Every block, autogenerate's or written by hand."""
+    migration_context = context.get_context()
+    autocommit_block = migration_context.autocommit_block
+
+    @contextmanager
+    def autocommit_block_then_timeouts() -> Iterator[None]:
+        with autocommit_block():
+            yield
+        set_timeouts()
+
+    setattr(migration_context, "autocommit_block", autocommit_block_then_timeouts)  # noqa: B010
+
+
 def run_migrations_offline() -> None:
     """Run migrations in 'offline' mode.
 
@@ -43,11 +61,15 @@ def run_migrations_offline() -> None:
         dialect_opts={"paramstyle": "named"},
     )
 
-    with context.begin_transaction():
-        # The timeouts an online run sets (their defaults: offline needs no settings).
+    def set_timeouts() -> None:
+        """The timeouts an online run sets (their defaults: offline needs no settings)."""
         for name in ("lock_timeout", "statement_timeout"):
             seconds = Settings.model_fields[f"database_migration_{name}"].default
             context.execute(f"SET LOCAL {name} = '{int(seconds * 1000)}ms'")
+
+    keep_timeouts_past_autocommit_blocks(set_timeouts)
+    with context.begin_transaction():
+        set_timeouts()
         context.run_migrations()
 
 
@@ -66,25 +88,29 @@ def do_run_migrations(connection: Connection) -> None:
     # connection for the whole run: a revision's autocommit_block() commits the migration's
     # own transaction, which would release a lock taken in it; and a session-level lock is
     # unsafe behind PgBouncer's transaction pooling. Released when `lock` closes.
+    def set_timeouts() -> None:
+        """A statement waiting for a table lock (ALTER TABLE behind a long transaction) queues
+        every later query of the application behind it: give up after
+        DATABASE_MIGRATION_LOCK_TIMEOUT seconds instead; and one that holds its locks longer
+        than DATABASE_MIGRATION_STATEMENT_TIMEOUT stalls the service that long: roll back
+        instead. LOCAL: gone with the transaction, so never left on a connection PgBouncer
+        hands to someone else (and not applied in an autocommit block, where CREATE INDEX
+        CONCURRENTLY blocks nobody however long it takes). A program's migrate() passes its
+        own settings' timeouts in the attributes."""
+        for name in ("lock_timeout", "statement_timeout"):
+            seconds = config.attributes.get(name)
+            if seconds is None:
+                seconds = getattr(get_settings(), f"database_migration_{name}")
+            connection.execute(
+                text("SELECT set_config(:name, :value, true)"),
+                {"name": name, "value": f"{int(seconds * 1000)}ms"},
+            )
+
+    keep_timeouts_past_autocommit_blocks(set_timeouts)
     with connection.engine.connect() as lock:
         take_migration_lock(lock)
         with context.begin_transaction():
-            # A statement waiting for a table lock (ALTER TABLE behind a long transaction)
-            # queues every later query of the application behind it: give up after
-            # DATABASE_MIGRATION_LOCK_TIMEOUT seconds instead; and one that holds its locks
-            # longer than DATABASE_MIGRATION_STATEMENT_TIMEOUT stalls the service that long:
-            # roll back instead. LOCAL: gone with the transaction, so never left on a
-            # connection PgBouncer hands to someone else (and not applied in an autocommit
-            # block, where CREATE INDEX CONCURRENTLY blocks nobody however long it takes).
-            # (A program's migrate() passes its own settings' timeouts in the attributes.)
-            for name in ("lock_timeout", "statement_timeout"):
-                seconds = config.attributes.get(name)
-                if seconds is None:
-                    seconds = getattr(get_settings(), f"database_migration_{name}")
-                connection.execute(
-                    text("SELECT set_config(:name, :value, true)"),
-                    {"name": name, "value": f"{int(seconds * 1000)}ms"},
-                )
+            set_timeouts()
             context.run_migrations()
             # The app's role reads and writes rows, nothing more (see run_async_migrations).
             grant_to_app_role(connection, config.attributes.get("app_role"))

@@ -84,6 +84,15 @@ def revisions(connection: Connection, config: Config) -> tuple[set[str], set[str
     return current, set(ScriptDirectory.from_config(config).get_heads())
 
 
+def app_role_ready(connection: Connection, app_role: str | None) -> bool:
+    """Whether `app_role` has its rows already (or is the migrations' own role): at head, the
+    deploy step then has nothing to do. A role that is missing has not."""
+    if not app_role or app_role == connection.scalar(text("SELECT current_user")):
+        return True
+    granted = "SELECT has_table_privilege(oid, 'alembic_version', 'SELECT') FROM pg_roles"
+    return bool(connection.scalar(text(f"{granted} WHERE rolname = :r"), {"r": app_role}))
+
+
 def upgrade_on(connection: Connection, config: Config) -> None:
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
@@ -93,8 +102,10 @@ async def migrate(settings: Settings, config: Config | None = None) -> str:
     """The deploy step: upgrade to head on DATABASE_MIGRATION_URL (else DATABASE_URL); say what
     was done.
 
-    It reads the current revision first and returns at once when that is head, taking no
-    lock, so replicas that start together never queue for nothing. Otherwise every statement
+    It reads the current revision first and returns at once when that is head and the app's
+    role has its rows, taking no lock, so replicas that start together never queue for
+    nothing (at head, a role that lacks them gets them: a database moved to two roles).
+    Otherwise every statement
     waits at most DATABASE_MIGRATION_LOCK_TIMEOUT seconds for a lock; a migration that timed
     out (it rolled back whole) tries again, DATABASE_MIGRATION_RETRIES times at most, after
     a pause that grows, and then raises the lock timeout's DBAPIError.
@@ -108,9 +119,11 @@ async def migrate(settings: Settings, config: Config | None = None) -> str:
         for attempt in range(settings.database_migration_retries + 1):
             # Its own connection: reading the revision opens a transaction, which alembic
             # would take for the caller's and never commit.
+            app_role = config.attributes["app_role"]
             async with engine.connect() as connection:
                 current, heads = await connection.run_sync(revisions, config)
-            if current == heads:
+                done = current == heads and await connection.run_sync(app_role_ready, app_role)
+            if done:
                 return f"already at head ({', '.join(sorted(heads))}): nothing to do"
             try:
                 async with engine.connect() as connection:
@@ -128,6 +141,8 @@ async def migrate(settings: Settings, config: Config | None = None) -> str:
                 )
                 await asyncio.sleep(pause)
                 continue
+            if current == heads:
+                return f"already at head ({', '.join(sorted(heads))}): granted {app_role!r} rows"
             before = ", ".join(sorted(current)) or "an empty database"
             return f"upgraded {before} to head ({', '.join(sorted(heads))})"
         raise AssertionError("unreachable")  # the loop returns or raises
