@@ -109,10 +109,14 @@ def test_the_safe_forms_pass_the_lint(
 def test_a_revision_accepts_a_finding_with_a_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`# squawk: accept <rule>: <reason>` in the revision lets that finding pass."""
+    """`# squawk: accept <rule>: <reason>` in the revision lets that finding pass, also written
+    indented, inside upgrade() beside the operation it accepts."""
     hazard = HAZARDS["changing-column-type"]
-    reasoned = "# squawk: accept changing-column-type: tutorials is empty in every environment\n"
-    assert lint_with(tmp_path, monkeypatch, revision(hazard, reasoned)) == []
+    reason = "# squawk: accept changing-column-type: tutorials is empty in every environment"
+    assert lint_with(tmp_path, monkeypatch, revision(hazard, reason + "\n")) == []
+    indented = revision(f"{reason}\n    {hazard}")
+    monkeypatch.undo()  # the project's own migrations again, for the second copy
+    assert lint_with(tmp_path / "indented", monkeypatch, indented) == []
 
 
 def test_an_acceptance_without_a_reason_fails_the_lint(
@@ -241,6 +245,25 @@ def test_offline_sql_sets_the_timeouts_again_after_an_autocommit_block(
     command.upgrade(config, f"{before}:5afe00000001", sql=True)
     after_the_block = buffer.getvalue().split("SELECT 1;")[1]
     assert after_the_block.index("SET LOCAL lock_timeout") < after_the_block.index("ALTER TABLE")
+
+
+def test_a_merge_revision_is_linted_around(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two branches from the head and the revision that merges them (`alembic merge heads`):
+    each branch is linted, the merge (two parents, no SQL of its own) is passed over."""
+    before = head()
+    with_a_revision(
+        tmp_path, monkeypatch, "5afe00000001_a_release.py", revision(SAFE["a nullable column"])
+    )
+    versions = tmp_path / "alembic" / "versions"
+    sibling = revision(HAZARDS["changing-column-type"]).replace("5afe00000001", "b0b000000001")
+    (versions / "b0b000000001_a_sibling.py").write_text(sibling.format(down_revision=before))
+    merge = revision("pass").replace('"5afe00000001"', '"3e3e00000001"')
+    merge = merge.replace('"{down_revision}"', '("5afe00000001", "b0b000000001")')
+    (versions / "3e3e00000001_merge.py").write_text(merge)
+    [problem] = [str(problem) for problem in migrations.lint(alembic_config())]
+    assert problem.startswith(
+        "b0b000000001_a_sibling.py: revision b0b000000001: changing-column-type"
+    )
 
 
 def test_the_projects_revisions_pass_the_lint() -> None:

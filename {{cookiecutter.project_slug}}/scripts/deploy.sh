@@ -73,10 +73,7 @@ start_replica() {
             say "not ready within ${READY_TIMEOUT} s; its last lines:" >&2
             docker logs --tail 20 "$new" >&2 2>&1 || :
             docker stop -t "$STOP_TIMEOUT" "$new" >/dev/null && docker rm "$new" >/dev/null
-            if [ -n "$previous" ]; then
-                docker tag "$previous" "$IMAGE"
-            fi
-            say "stopped it, $IMAGE is the previous build again; the old replicas serve on" >&2
+            say "stopped it; the old replicas serve on" >&2
             exit 1
         fi
         sleep 1
@@ -90,6 +87,15 @@ retire() {
 }
 
 previous=$(docker images -q --no-trunc "$IMAGE")
+# A deploy that fails (the build, the migration, a replica never ready) gives the tag back to
+# the previous build, so a later `docker compose up` never starts what did not ship.
+give_the_tag_back() {
+    status=$?
+    if [ "$status" -ne 0 ] && [ -n "$previous" ]; then
+        docker tag "$previous" "$IMAGE" && say "$IMAGE is the previous build again" >&2
+    fi
+}
+trap give_the_tag_back EXIT
 say "building the image"
 compose build app
 say "migrating"
@@ -104,6 +110,9 @@ done
 compose run --rm --no-deps -T migrate
 # One new replica in, then one old one out, until APP_REPLICAS new ones serve. The old ones
 # are the positional parameters (container ids: split on the newlines, nothing to quote).
+# A stopped container of the app would be started again as the "new" replica (compose counts
+# it in --scale): remove those first, so each new replica is of the new image.
+compose rm -f app >/dev/null 2>&1 || :
 running=$(replicas)
 # shellcheck disable=SC2086
 set -- $running

@@ -385,8 +385,12 @@ class Server:
         self.run("pg_ctl", "stop", "--pgdata", str(self.data_dir / "data"), "--mode", mode)
 
     def create_login_role(self, owner: Target, role: str, password: str) -> None:
-        """Create the login role `role` with `password`, unless it exists (as `owner`)."""
+        """Create the login role `role` with `password`, unless it exists (as `owner`). The
+        password goes in on psql's standard input, never in its arguments (`ps` shows those)."""
+        # psql's single quotes: '' is a quote, and backslash escapes apply.
+        quoted = password.replace("\\", "\\\\").replace("'", "''").replace("\n", "\\n")
         script = (
+            f"\\set password '{quoted}'\n"
             "SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'role', :'password')"
             " WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \\gexec\n"
         )
@@ -394,7 +398,7 @@ class Server:
             self.command(
                 "psql",
                 *("-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", f"role={role}"),
-                *("-v", f"password={password}", "--host", self.host, "--port", str(self.port)),
+                *("--host", self.host, "--port", str(self.port)),
                 *("--username", owner.user, "--dbname", owner.database),
             ),
             input=script,

@@ -38,7 +38,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 
 # What a revision writes to accept a finding: the rule, then a reason (required).
-ACCEPT = re.compile(r"^#[ \t]*squawk:[ \t]*accept[ \t]+([a-z0-9-]+)[ \t]*:[ \t]*(.*?)[ \t]*$", re.M)
+ACCEPT = re.compile(
+    r"^[ \t]*#[ \t]*squawk:[ \t]*accept[ \t]+([a-z0-9-]+)[ \t]*:[ \t]*(.*?)[ \t]*$", re.M
+)
 # The PostgreSQL version squawk judges by: the oldest the project supports.
 PG_VERSION = "15"
 
@@ -60,11 +62,7 @@ def revision_sql(config: Config, script: Script) -> str:
     buffer = io.StringIO()
     config.output_buffer = buffer
     down = script.down_revision
-    if down is None:
-        target = script.revision
-    else:
-        previous = down if isinstance(down, str) else ",".join(down)
-        target = f"{previous}:{script.revision}"
+    target = script.revision if down is None else f"{down}:{script.revision}"
     command.upgrade(config, target, sql=True)
     statements = buffer.getvalue().split(";\n")
     return ";\n".join(s for s in statements if "alembic_version" not in s)
@@ -96,6 +94,8 @@ def lint(config: Config) -> list[Finding | str]:
     """Every finding of every revision, and each acceptance without a reason."""
     problems: list[Finding | str] = []
     for script in ScriptDirectory.from_config(config).walk_revisions():
+        if isinstance(script.down_revision, tuple):
+            continue  # a merge revision (`alembic merge`): no SQL of its own from one parent
         path = Path(script.path)
         reasons = accepted(script)
         problems += [
