@@ -25,6 +25,9 @@ from .schemas import (
 from .settings import get_settings
 
 router = APIRouter()
+# One tutorial's path: its GET route's, and the Location a POST answers with (formatted here:
+# router.url_path_for() tries every route in turn, raising for each that is not it).
+TUTORIAL_PATH = "/tutorials/{tutorial_id}"
 
 
 @router.get("/health")
@@ -52,14 +55,12 @@ async def ready() -> dict[str, str]:
 )
 async def create_tutorial(body: TutorialCreate, response: Response) -> TutorialRead:
     tutorial_id = await insert_tutorial(body.name)
-    response.headers["Location"] = router.url_path_for(
-        "read_tutorial", tutorial_id=str(tutorial_id)
-    )
+    response.headers["Location"] = TUTORIAL_PATH.format(tutorial_id=tutorial_id)
     return TutorialRead(tutorial_id=tutorial_id, name=body.name)
 
 
 @router.get(
-    "/tutorials/{tutorial_id}",
+    TUTORIAL_PATH,
     response_model=TutorialRead,
     responses={404: {"model": Problem}},
 )
@@ -88,7 +89,7 @@ async def list_tutorials(
 
 
 @router.delete(
-    "/tutorials/{tutorial_id}",
+    TUTORIAL_PATH,
     status_code=status.HTTP_204_NO_CONTENT,
     responses={404: {"model": Problem}},
 )
