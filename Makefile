@@ -11,7 +11,7 @@ export UV_PYTHON_DOWNLOADS := never
 
 .PHONY: help install test lint demo bench bench-web bench-hostile clean pgbouncer
 ROUNDS ?= 5
-WEB_ROUNDS ?= 3
+WEB_ROUNDS ?= 5
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'

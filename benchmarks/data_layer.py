@@ -42,7 +42,7 @@ from typing import Any
 import asyncpg
 import sqlalchemy
 from pydantic import SecretStr
-from sqlalchemy import URL, insert, text
+from sqlalchemy import URL, bindparam, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -56,9 +56,10 @@ BULK_ROWS = 50_000
 BULK_REPEATS = 2  # bulk saves per variant per round, the variants taking turns
 RAW = "raw asyncpg, transaction per save"
 STOCK = "stock SQLAlchemy: add, flush, commit (ORM)"
+EXECUTE = "execute: one statement alone (Core)"
 TARGETS = [  # (variant, reference, minimum ratio)
     ("get_session + save_tutorial (ORM), c=20", f"{RAW}, c=20", 0.35),
-    ("get_session + insert_tutorial (Core), c=20", f"{RAW}, c=20", 0.5),
+    ("get_session + Core INSERT, c=20", f"{RAW}, c=20", 0.5),
     ("get_session + save_tutorial (ORM), c=1", "bare async_sessionmaker (ORM), c=1", 0.95),
     ("get_session + save_tutorial (ORM), c=20", "bare async_sessionmaker (ORM), c=20", 0.95),
     ("save_tutorials (COPY), c=1", "raw asyncpg COPY, c=1", 0.8),
@@ -69,7 +70,8 @@ TARGETS = [  # (variant, reference, minimum ratio)
 # Fair waiting: beyond the pool, the slowest saves wait little longer than raw asyncpg's.
 P99_TARGETS = [  # (variant, reference, maximum ratio of p99 latencies)
     ("get_session + save_tutorial (ORM), c=200", f"{RAW}, c=200", 3.0),
-    ("get_session + insert_tutorial (Core), c=200", f"{RAW}, c=200", 3.0),
+    ("get_session + Core INSERT, c=200", f"{RAW}, c=200", 3.0),
+    (f"{EXECUTE}, c=200", f"{RAW}, c=200", 3.0),
 ]
 
 Operation = Callable[[int], Awaitable[None]]
@@ -221,9 +223,12 @@ class Variants:
         async with self.database.get_session() as session:
             await self.repository.save_tutorial(session, f"get_session {number}")
 
-    async def with_core_fast_path(self, number: int) -> None:
+    async def with_core_insert(self, number: int) -> None:
         async with self.database.get_session() as session:
-            await self.repository.insert_tutorial(session, f"core {number}")
+            await session.execute(self.repository.INSERT_TUTORIAL, {"name": f"core {number}"})
+
+    async def alone(self, number: int) -> None:
+        await self.database.execute(self.repository.INSERT_TUTORIAL, {"name": f"alone {number}"})
 
     async def with_stock_sqlalchemy(self, number: int) -> None:
         async with self.stock() as session:
@@ -265,13 +270,16 @@ class Variants:
     def single_saves(self) -> dict[str, Operation]:
         saves = {
             "get_session + save_tutorial (ORM)": self.with_get_session,
-            "get_session + insert_tutorial (Core)": self.with_core_fast_path,
+            "get_session + Core INSERT": self.with_core_insert,
+            EXECUTE: self.alone,
             "bare async_sessionmaker (ORM)": self.committing(self.bare, "bare"),
             STOCK: self.with_stock_sqlalchemy,
             RAW: raw_saving(self.raw_pool, "raw"),
         }
-        if not hasattr(self.repository, "insert_tutorial"):  # a project from before #13
-            del saves["get_session + insert_tutorial (Core)"]
+        if not hasattr(self.repository, "INSERT_TUTORIAL"):  # a project from before #13
+            del saves["get_session + Core INSERT"]
+        if not hasattr(self.database, "execute"):  # a project from before #30
+            del saves[EXECUTE]
         return saves
 
     def bulk_saves(self) -> dict[str, Operation]:
@@ -453,15 +461,35 @@ async def bench_reads(
             "reads: get_read_session, primary": (on_primary, on_primary),
             "reads: get_read_session, standby": (on_primary, database.read_sessions(standby)),
         }
+        if hasattr(database, "execute_read"):  # a project from #30 on
+            routes["reads: execute_read, primary"] = routes["reads: get_read_session, primary"]
+            routes["reads: execute_read, standby"] = routes["reads: get_read_session, standby"]
         saved = (database.session_factory, database.primary_read_session_factory)
-        saved_reads = database.read_session_factory
+        saved_reads = database.read_session_factory, database.read_engine
         database.session_factory = async_sessionmaker(engine, expire_on_commit=False)
+
+        by_key = select(variants.tutorial.tutorial_id, variants.tutorial.name).where(
+            variants.tutorial.tutorial_id == bindparam("tutorial_id")
+        )
 
         def reading(name: str) -> Operation:
             get = database.get_session if "get_session" in name else database.get_read_session
+            if "execute_read" in name:
+
+                async def read_alone(number: int) -> None:
+                    database.primary_read_session_factory, database.read_session_factory = routes[
+                        name
+                    ]
+                    database.read_engine = standby if "standby" in name else None
+                    (
+                        await database.execute_read(by_key, {"tutorial_id": number % READ_ROWS + 1})
+                    ).first()
+
+                return read_alone
 
             async def read(number: int) -> None:
                 database.primary_read_session_factory, database.read_session_factory = routes[name]
+                database.read_engine = None  # as before #30: no fallback check per session
                 async with get() as session:
                     await session.get(variants.tutorial, number % READ_ROWS + 1)
 
@@ -481,7 +509,7 @@ async def bench_reads(
                 print(f"reads round {round_number + 1}/{rounds} done", file=sys.stderr)
         finally:
             database.session_factory, database.primary_read_session_factory = saved
-            database.read_session_factory = saved_reads
+            database.read_session_factory, database.read_engine = saved_reads
             await raw_pool.close()
             await engine.dispose()
             await standby.dispose()

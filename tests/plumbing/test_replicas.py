@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import URL, insert, select, text
+from sqlalchemy import URL, func, insert, select, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -21,6 +21,7 @@ from sqlalchemy.pool import NullPool
 from {{ cookiecutter.project_slug }}.core import database
 from {{ cookiecutter.project_slug }}.core.database import (
     WriteInReadSessionError,
+    execute_read,
     get_read_session,
     get_session,
 )
@@ -144,16 +145,25 @@ async def read(statement: Any) -> Any:
         return await session.scalar(statement)
 
 
+async def in_recovery(read_alone: bool) -> bool:
+    """Whether the server a read reaches is a standby, read with get_read_session() or (with
+    `read_alone`) execute_read()."""
+    if read_alone:
+        return bool((await execute_read(select(func.pg_is_in_recovery()))).scalar())
+    return bool(await read(IN_RECOVERY))
+
+
 @pytest.mark.commits
 async def test_reads_run_on_the_standby_read_only(pair: Pair, route: Callable[..., None]) -> None:
-    """get_read_session() reads on the standby in a read-only transaction; get_session() on
-    the primary."""
+    """get_read_session() reads on the standby in a read-only transaction, execute_read() on
+    the standby too; get_session() on the primary."""
     route(pair.url, pair.standby_url)
     async with get_read_session() as session:
         read_only = await session.scalar(text("SHOW transaction_read_only"))
         assert (await session.scalar(IN_RECOVERY), read_only) == (True, "on")
     async with get_session() as session:
         assert await session.scalar(IN_RECOVERY) is False
+    assert await in_recovery(read_alone=True)
 
 
 async def test_a_write_in_a_read_session_fails_clearly_and_writes_go_on() -> None:
@@ -192,22 +202,23 @@ async def test_a_read_sessions_connection_is_read_write_again_in_the_pool(
 
 
 @pytest.mark.commits
+@pytest.mark.parametrize("read_alone", [False, True], ids=["get_read_session", "execute_read"])
 async def test_reads_fall_back_to_the_primary_while_the_standby_is_down(
-    pair: Pair, route: Callable[..., None], caplog: pytest.LogCaptureFixture
+    pair: Pair, route: Callable[..., None], caplog: pytest.LogCaptureFixture, read_alone: bool
 ) -> None:
     """Standby stopped: reads succeed on the primary, with one warning for the outage; they
     go back to the standby when it is back, and that is said once too (info)."""
     route(pair.url, pair.standby_url)
-    assert await read(IN_RECOVERY) is True  # leaves a pooled standby connection, about to die
+    assert await in_recovery(read_alone)  # leaves a pooled standby connection, about to die
     caplog.set_level(logging.INFO, logger=database.logger.name)
     pair.standby.stop()
     await asyncio.sleep(0.2)  # the loop sees the server close its connection, as a service would
     try:
-        during = [await read(IN_RECOVERY) for _ in range(3)]
+        during = [await in_recovery(read_alone) for _ in range(3)]
     finally:
         pair.standby.start()
     assert during == [False, False, False]
-    assert await read(IN_RECOVERY) is True
+    assert await in_recovery(read_alone)
     records = [r for r in caplog.records if r.name == database.logger.name]
     assert [(r.levelname, r.getMessage().split(":")[0]) for r in records] == [
         ("WARNING", "reads run on the primary"),

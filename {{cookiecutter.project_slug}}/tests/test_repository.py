@@ -1,4 +1,5 @@
-"""The repository: save and list tutorials inside the caller's transaction."""
+"""The repository: tutorials saved and listed in the caller's transaction, or one statement
+on its own."""
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -40,20 +41,17 @@ async def test_save_tutorials_copies_inside_the_transaction(session: AsyncSessio
     assert await list_tutorials(session) == []
 
 
-async def test_insert_tutorial_returns_the_id_inside_the_transaction(
-    session: AsyncSession,
-) -> None:
-    """The Core fast path stores the row, returns its id, and rolls back with the session."""
-    tutorial_id = await insert_tutorial(session, "fast")
+async def test_insert_tutorial_commits_on_its_own(session: AsyncSession) -> None:
+    """The one-statement write stores the row and returns its id, with no session of its own
+    (in a test, what it commits is undone with the test)."""
+    tutorial_id = await insert_tutorial("fast")
     assert [(t.tutorial_id, t.name) for t in await list_tutorials(session)] == [
         (tutorial_id, "fast")
     ]
-    await session.rollback()
-    assert await list_tutorials(session) == []
 
 
-async def test_find_tutorial_reads_the_two_columns_or_none(session: AsyncSession) -> None:
-    """The Core read gives the stored id and name as a row, and None for a missing id."""
-    tutorial_id = await insert_tutorial(session, "found")
-    assert await find_tutorial(session, tutorial_id) == (tutorial_id, "found")
-    assert await find_tutorial(session, tutorial_id + 1) is None
+async def test_find_tutorial_reads_the_two_columns_or_none() -> None:
+    """The one-statement read gives the stored id and name as a row, and None for a missing id."""
+    tutorial_id = await insert_tutorial("found")
+    assert await find_tutorial(tutorial_id) == (tutorial_id, "found")
+    assert await find_tutorial(tutorial_id + 1) is None

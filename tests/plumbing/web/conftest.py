@@ -22,7 +22,12 @@ from ..servers import free_port
 
 
 def add_failing_routes(app: FastAPI) -> None:
-    """Routes that write a tutorial, then fail: as a handler with a bug would."""
+    """Routes that write a tutorial, then fail: as a handler with a bug would; and POST
+    /tutorials as a `get_session()` route, to compare with the service's own."""
+
+    @app.post("/tutorials-in-a-session", status_code=201)
+    async def save_in_a_session(session: SessionDep) -> None:
+        await save_tutorial(session, "in a session")
 
     @app.post("/write-then-raise")
     async def write_then_raise(session: SessionDep) -> None:

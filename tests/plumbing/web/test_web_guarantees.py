@@ -16,7 +16,7 @@ from {{ cookiecutter.project_slug }}.core import database
 from {{ cookiecutter.project_slug }}.web import create_app
 
 from ...server_state import count_tutorials
-from ..conftest import settings_for
+from ..conftest import idle_in_transaction, settings_for
 from ..test_replicas import Pair, pair, replayed, route  # noqa: F401  (fixtures: pair, route)
 from ..test_resilience import SilentProxy
 
@@ -323,10 +323,14 @@ FAILURES = {
     ],
     ids=FAILURES.keys(),
 )
+@pytest.mark.parametrize(
+    "path", ["/tutorials", "/tutorials-in-a-session"], ids=["execute()", "get_session()"]
+)
 async def test_each_database_failure_gets_its_status(
-    client: AsyncClient, session: AsyncSession, condition: str, status: int
+    client: AsyncClient, session: AsyncSession, condition: str, status: int, path: str
 ) -> None:
-    """What a retry may outlast is a 503 with Retry-After; a conflict a 409; a bug a 500."""
+    """What a retry may outlast is a 503 with Retry-After; a conflict a 409; a bug a 500: the
+    same for the service's one-statement POST as for a route's session."""
     await session.execute(
         text(
             "CREATE FUNCTION fail() RETURNS trigger LANGUAGE plpgsql AS"
@@ -336,9 +340,38 @@ async def test_each_database_failure_gets_its_status(
     await session.execute(
         text("CREATE TRIGGER fail BEFORE INSERT ON tutorials FOR EACH ROW EXECUTE FUNCTION fail()")
     )
-    response = await client.post("/tutorials", json={"name": "fails"})
+    response = await client.post(path, json={"name": "fails"})
     assert response.status_code == status
     assert response.headers.get("retry-after") == ("1" if status == 503 else None)
+
+
+@pytest.mark.logs_errors  # the 500s
+async def test_a_failing_read_is_a_500_as_in_a_read_session(
+    client: AsyncClient, session: AsyncSession
+) -> None:
+    """A read that fails as a bug would (a column gone): 500 for the one-statement GET as for
+    the list, whose read session runs the ORM."""
+    await session.execute(text("ALTER TABLE tutorials RENAME COLUMN name TO title"))
+    assert (await client.get("/tutorials/1")).status_code == 500
+    assert (await client.get("/tutorials")).status_code == 500
+
+
+@pytest.mark.commits
+async def test_a_request_cancelled_mid_statement_leaves_no_connection_behind(
+    client: AsyncClient, engine: AsyncEngine
+) -> None:
+    """A request whose task is cancelled while its INSERT waits on a lock (a server that
+    cancels on disconnect, a timeout around the app): no row, no connection checked out or in
+    a transaction, and the next request is served."""
+    async with engine.connect() as blocker:
+        await blocker.execute(text("LOCK TABLE tutorials IN ACCESS EXCLUSIVE MODE"))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(client.post("/tutorials", json={"name": "cancelled"}), 0.5)
+        await blocker.rollback()
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert await idle_in_transaction(engine) == 0
+    assert await count_tutorials(engine, "cancelled") == 0
+    assert (await client.post("/tutorials", json={"name": "next"})).status_code == 201
 
 
 async def test_a_body_of_too_many_json_values_is_413_unparsed(client: AsyncClient) -> None:

@@ -1,4 +1,5 @@
-"""Reading and writing tutorials inside the caller's session and transaction."""
+"""Reading and writing tutorials: one statement on its own (`execute()`, `execute_read()`),
+or inside the caller's session and transaction (`get_session()`)."""
 
 from collections.abc import Iterable, Sequence
 from typing import cast
@@ -6,6 +7,7 @@ from typing import cast
 from sqlalchemy import Row, Table, bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from .core.database import execute, execute_read
 from .models import Tutorial
 
 # The hot routes' statements (routes.py), built once: each call only binds its values.
@@ -24,23 +26,23 @@ async def save_tutorial(session: AsyncSession, name: str) -> Tutorial:
     return tutorial
 
 
-async def insert_tutorial(session: AsyncSession, name: str) -> int:
-    """Insert one tutorial and return its `tutorial_id`, in the session's transaction.
+async def insert_tutorial(name: str) -> int:
+    """Insert one tutorial, committed on its own, and return its `tutorial_id`.
 
-    Core, not the ORM, because POST /tutorials is a hot route: no `Tutorial` object is built
-    or tracked by the session.
+    One statement, so one round trip (`execute()`), in Core: POST /tutorials is a hot route.
+    Inside a `get_session()` block, use `save_tutorial()`.
     """
-    return int((await session.execute(INSERT_TUTORIAL, {"name": name})).scalar_one())
+    return int((await execute(INSERT_TUTORIAL, {"name": name})).scalar_one())
 
 
-async def find_tutorial(session: AsyncSession, tutorial_id: int) -> Row[int, str] | None:
-    """The tutorial's `tutorial_id` and `name` as a row, or None.
+async def find_tutorial(tutorial_id: int) -> Row[int, str] | None:
+    """The tutorial's `tutorial_id` and `name` as a row, or None: one read on its own.
 
-    Core, not the ORM, because GET /tutorials/{id} is a hot route: use
-    `session.get(Tutorial, tutorial_id)` for an object to change or follow relationships from.
+    One round trip (`execute_read()`: read-only, on the replica if there is one), in Core:
+    GET /tutorials/{id} is a hot route. Use `session.get(Tutorial, tutorial_id)` for an
+    object to change or follow relationships from.
     """
-    result = await session.execute(SELECT_TUTORIAL, {"tutorial_id": tutorial_id})
-    return result.first()
+    return (await execute_read(SELECT_TUTORIAL, {"tutorial_id": tutorial_id})).first()
 
 
 async def list_tutorials(session: AsyncSession) -> Sequence[Tutorial]:

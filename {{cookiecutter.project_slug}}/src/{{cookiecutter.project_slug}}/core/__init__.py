@@ -3,8 +3,9 @@ hostile clients. `cruft update` brings the template's later versions of these mo
 code imports from them and rarely needs to change them.
 
 - `database`: the engine (built on first use), `get_session()`, `get_read_session()`,
-  `dispose()`; `connections`, `fair_pool`, `budget` and `urls` behind it: connection
-  handling, the fair pool, the connection budget, database URLs.
+  `execute()` and `execute_read()` (one statement alone), `dispose()`; `connections`,
+  `fair_pool`, `budget` and `urls` behind it: connection handling, the fair pool, the
+  connection budget, database URLs.
 - `migrations`: Alembic from async code, and the deploy step (`python -m <package>.core.migrations
   upgrade`).
 - `logs`: one logging set-up, request ids, slow statements.

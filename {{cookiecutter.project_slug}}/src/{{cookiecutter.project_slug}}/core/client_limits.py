@@ -64,8 +64,6 @@ class BodyLimit:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
                 await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
                 return
-        too_large = HTTPException(413, detail)
-        too_many = HTTPException(413, f"request body over {self.max_json_values} JSON values")
         json_body = is_json(scope)
         received = values = 0
 
@@ -78,11 +76,13 @@ class BodyLimit:
                 # FastAPI passes an HTTPException raised while reading the body through to
                 # the exception handlers: a JSON 413.
                 if received > self.max_bytes:
-                    raise too_large
+                    raise HTTPException(413, detail)
                 if json_body:
                     values += sum(body.count(separator) for separator in JSON_STRUCTURE)
                     if values > self.max_json_values:
-                        raise too_many
+                        raise HTTPException(
+                            413, f"request body over {self.max_json_values} JSON values"
+                        )
             return message
 
         await self.app(scope, counted, send)

@@ -168,6 +168,7 @@ def check_pooled_connections(engine: AsyncEngine, settings: Settings) -> AsyncEn
         record.info[CHECKED_IN_AT] = time.monotonic()
         if dbapi_connection is not None:  # None: discarded
             dbapi_connection.readonly = False  # read-write again after a read session
+            dbapi_connection.autocommit = False  # in transactions again after execute()
 
     def checked_out(dbapi_connection: Any, record: ConnectionPoolEntry, _: Any) -> None:
         driver = record.driver_connection

@@ -1,16 +1,18 @@
 """One engine, built from the settings on first use; `get_session()` for units of work,
-`get_read_session()` for reads (on a replica when DATABASE_READ_URL names one); `dispose()`
-at shutdown."""
+`get_read_session()` for reads (on a replica when DATABASE_READ_URL names one), `execute()`
+and `execute_read()` for a unit of work of one statement; `dispose()` at shutdown."""
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, TypeVarTuple, overload
 from uuid import uuid4
 
-from sqlalchemy import Connection, Result, event
+from sqlalchemy import Connection, CursorResult, Engine, Executable, Result, Select, event
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -18,6 +20,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.pool import NullPool
+from sqlalchemy.sql.selectable import TypedReturnsRows
+from sqlalchemy.util import greenlet_spawn
 
 from ..settings import Settings, get_settings
 from . import connections, urls
@@ -223,6 +227,7 @@ async def get_session() -> AsyncIterator[AsyncSession]:
         get_engine()
     failed_before = connections.failed_statements
     session = session_factory()
+    token = in_session.set(True)
     try:
         yield session
         # Known aborted: send no COMMIT; the close below rolls back, as on any error.
@@ -240,11 +245,148 @@ async def get_session() -> AsyncIterator[AsyncSession]:
     except BaseException:
         await close_shielded(session)
         raise
+    finally:
+        in_session.reset(token)
+
+
+class StatementInSessionError(SQLAlchemyError):
+    """`execute()` was called inside a `get_session()` block: its statement would commit on
+    its own, whatever the block does. Inside the block, use `session.execute()`."""
+
+
+# True inside a get_session() block, where execute() is refused (StatementInSessionError).
+in_session: ContextVar[bool] = ContextVar("in_session", default=False)
+Ts = TypeVarTuple("Ts")
+Parameters = Mapping[str, Any]
+
+
+@overload
+async def execute(
+    statement: TypedReturnsRows[*Ts], parameters: Parameters | None = None
+) -> CursorResult[*Ts]: ...
+@overload
+async def execute(
+    statement: Executable, parameters: Parameters | None = None
+) -> CursorResult[*tuple[Any, ...]]: ...
+async def execute(
+    statement: Executable, parameters: Parameters | None = None
+) -> CursorResult[*tuple[Any, ...]]:
+    """Run one statement as a unit of work of its own, on the primary, committed when it
+    returns: one insert, update or delete, or a read of what must be current. One round trip
+    (no BEGIN, no COMMIT); the result's rows are in memory. Anything more takes `get_session()`.
+
+    It takes one statement with one set of parameters (a list of them is refused), and it is
+    refused inside a `get_session()` block, whose statements commit together. Its errors are
+    those of a session's `execute()`. Cancelled while the statement runs, the connection is
+    closed, not reused; the statement may have committed or not.
+    """
+    if in_session.get():
+        raise StatementInSessionError(
+            "execute() inside a get_session() block would commit on its own: use session.execute()"
+        )
+    check_parameters(parameters)
+    bind = session_factory.kw.get("bind") or get_engine()
+    if isinstance(bind, AsyncConnection):  # the tests' transaction (tests/conftest.py)
+        return await execute_in_savepoint(bind, statement, parameters)
+    return await greenlet_spawn(execute_alone, bind.sync_engine, None, statement, parameters)
+
+
+async def execute_read(
+    statement: Select[*Ts], parameters: Parameters | None = None
+) -> CursorResult[*Ts]:
+    """Run one `select()` on its own, as `get_read_session()` would: on the replica of
+    DATABASE_READ_URL, on the primary when it is unset or the replica cannot give a connection
+    in time. One round trip; a replica lags (see get_read_session()).
+
+    Anything but a `select()` is refused (`WriteInReadSessionError`), and a replica refuses
+    writes itself; on the primary there is no transaction to make read-only, so a function
+    that writes, called by the select, is not refused there.
+    """
+    if not isinstance(statement, Select):
+        raise WriteInReadSessionError("execute_read() runs a select() only; use execute()")
+    check_parameters(parameters)
+    bind = read_session_factory.kw.get("bind")
+    if bind is None:
+        get_engine()
+        bind = read_session_factory.kw["bind"]
+    token = connections.in_read_session.set(True)
+    try:
+        if isinstance(bind, AsyncConnection):  # the tests' transaction (tests/conftest.py)
+            return await execute_in_savepoint(bind, statement, parameters)
+        primary = None
+        if read_engine is not None:  # else `bind` is the primary's engine
+            primary = primary_read_session_factory.kw["bind"].sync_engine
+        return await greenlet_spawn(execute_alone, bind.sync_engine, primary, statement, parameters)
+    finally:
+        connections.in_read_session.reset(token)
+
+
+def check_parameters(parameters: object) -> None:
+    if parameters is not None and not isinstance(parameters, Mapping):
+        # A list would run the statement once per item: several statements.
+        raise TypeError("one statement takes one mapping of parameters (or none)")
+
+
+async def execute_in_savepoint(
+    connection: AsyncConnection, statement: Executable, parameters: Parameters | None
+) -> CursorResult[*tuple[Any, ...]]:
+    """The statement in the tests' transaction, in a savepoint: what it writes is rolled back
+    with the test, and its failure leaves the test's transaction usable."""
+    async with connection.begin_nested():
+        return await connection.execute(statement, parameters)
+
+
+def execute_alone(
+    engine: Engine,
+    fallback: Engine | None,
+    statement: Executable,
+    parameters: Parameters | None,
+) -> CursorResult[*tuple[Any, ...]]:
+    """Take a connection from `engine` (from `fallback` if that fails) and run the statement
+    on it in autocommit mode: all in one trip through SQLAlchemy's greenlet bridge."""
+    if fallback is None:
+        connection = engine.connect()
+    else:
+        try:
+            connection = engine.connect()
+        except SQLAlchemyError as error:  # down, unreachable, starting up, pool exhausted
+            replica_failed(error)
+            connection = fallback.connect()
+        else:
+            replica_served()
+    with connection:
+        # No BEGIN before the statement, no COMMIT after: PostgreSQL runs it as a transaction
+        # of its own. The pool's checkin turns autocommit off again (connections.py). A
+        # statement cancelled in flight makes SQLAlchemy close its connection, never pool it.
+        connection.connection.dbapi_connection.autocommit = True  # type: ignore[union-attr]
+        try:
+            return connection.execute(statement, parameters)
+        except DBAPIError as error:
+            # A cached statement gone stale under a schema change did nothing (autocommit):
+            # run it once more, as get_session()'s first statement is.
+            if not connections.stale_statement(error):
+                raise
+            logger.info("a cached statement went stale (a schema change): ran it again")
+            return connection.execute(statement, parameters)
+
+
+def replica_failed(error: BaseException) -> None:
+    """Reads go to the primary: one warning per outage, not per read."""
+    global replica_down
+    if not replica_down:
+        logger.warning("reads run on the primary: the replica failed: %r", error)
+    replica_down = True
+
+
+def replica_served() -> None:
+    global replica_down
+    if replica_down:
+        logger.info("reads run on the replica again")
+        replica_down = False
 
 
 async def replica_session() -> AsyncSession:
     """A read-only session holding a replica connection, else one on the primary (fallback)."""
-    global replica_down
     if engine is None:
         get_engine()
     session = read_session_factory()
@@ -254,16 +396,12 @@ async def replica_session() -> AsyncSession:
         await session.connection()  # within database_read_fallback_timeout, or it fails
     except SQLAlchemyError as error:  # down, unreachable, starting up, pool exhausted
         await close_shielded(session)
-        if not replica_down:
-            logger.warning("reads run on the primary: the replica failed: %r", error)
-        replica_down = True
+        replica_failed(error)
         return primary_read_session_factory()
     except BaseException:  # cancelled while connecting: the connection goes back, then on
         await close_shielded(session)
         raise
-    if replica_down:
-        logger.info("reads run on the replica again")
-        replica_down = False
+    replica_served()
     return session
 
 

@@ -4,6 +4,7 @@ and traces (`install()`), the lifespan, and the readiness check. The app itself,
 their bodies are the project's: web.py, routes.py, schemas.py."""
 
 import asyncio
+import gc
 import logging
 import reprlib
 from collections.abc import AsyncIterator, Callable
@@ -206,8 +207,8 @@ PROBLEMS: dict[int | str, dict[str, object]] = {
 
 
 def lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """The app's lifespan: the engine built (and migrated, with MIGRATE_ON_STARTUP) before
-    serving, its pooled connections closed after."""
+    """The app's lifespan: the engine built (and migrated, with MIGRATE_ON_STARTUP) and the
+    heap settled before serving, its pooled connections closed after."""
 
     @asynccontextmanager
     async def running(app: FastAPI) -> AsyncIterator[None]:
@@ -218,12 +219,27 @@ def lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMana
             instrument_engine(engine, provider)
         if settings.migrate_on_startup:  # the deploy step's migration, as the schema's owner
             logger.info(await migrations.migrate(settings))
+        settle_the_heap()
         try:
             yield
         finally:
             await database.dispose()  # close pooled connections instead of dropping them
 
     return running
+
+
+# Whether settle_the_heap() ran in this process (apps and their lifespans may be many).
+heap_settled = False
+
+
+def settle_the_heap() -> None:
+    """Move what start-up built (modules, the app, the engine) out of the garbage collector's
+    reach, once per process: its full collections then scan only what requests leave behind."""
+    global heap_settled
+    if not heap_settled:
+        gc.collect()
+        gc.freeze()
+        heap_settled = True
 
 
 def install(app: FastAPI, settings: Settings) -> None:
