@@ -129,8 +129,8 @@ def test_make_runs_the_whole_loop_on_a_local_server(git_url_project: Path) -> No
 def test_make_db_standby_starts_a_streaming_standby(local_project: Path) -> None:
     """`make db-standby` starts `make db`'s server and a hot standby of it on
     DATABASE_READ_URL's port, which replays what the primary writes; idempotent; `make
-    db-stop` stops both."""
-    url = read_env(local_project)["DATABASE_URL"]
+    db-stop` stops both. (As the schema's owner: the app's role may not create a table.)"""
+    url = read_env(local_project)["DATABASE_MIGRATION_URL"]
     read_url = url.replace(f":{urlsplit(url).port}/", f":{free_port()}/")
     with (local_project / ".env").open("a", encoding="utf-8") as env:
         env.write(f"DATABASE_READ_URL='{read_url}'\n")
@@ -269,7 +269,14 @@ def test_make_db_starts_afresh_after_a_failed_initdb(local_project: Path) -> Non
     """A first `make db` whose initdb fails (a user name PostgreSQL refuses) says why, with no
     traceback; once the URL is right, `make db` starts the server."""
     bad_url = f"postgresql+asyncpg://pg_refused:pw@localhost:{free_port()}/app"
-    failed = run(local_project, "make", "db", check=False, PATH=PLAIN_PATH, DATABASE_URL=bad_url)
+    failed = run(
+        local_project,
+        *("make", "db"),
+        check=False,
+        PATH=PLAIN_PATH,
+        DATABASE_URL=bad_url,
+        DATABASE_MIGRATION_URL=bad_url,  # the owner: initdb's superuser
+    )
     assert failed.returncode != 0
     assert 'superuser name "pg_refused" is disallowed' in failed.stderr
     assert "Traceback" not in failed.stderr
