@@ -56,9 +56,12 @@ def test_adversarial_credentials_work_end_to_end(
     cookies: Any, postgres: Postgres, project: Path, user: str, password: str, database: str
 ) -> None:
     """Migrations, the demo and the baked tests all connect with the answers, from .env alone;
-    no file but .env and compose's secret files holds the password."""
+    no file but .env and compose's secret files holds the password. The plumbing's tests too
+    with the first answers, which hold every character a URL reserves (75 s a bake: the
+    others run the project's own tests, which create, migrate and drop their databases)."""
     baked = bake(cookies, postgres, password, db_user=user, db_name=database)
-    add_plumbing_tests(baked)
+    if (user, password, database) == ADVERSARIAL_CREDENTIALS[0]:
+        add_plumbing_tests(baked)
     venv = project / ".venv"  # the same code, installed once; the baked .env is what differs
     check_connects(baked, venv)
     run(baked, *BAKED_TESTS, venv=venv)
