@@ -13,11 +13,12 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
 
-from .baking import TEMPLATE, UV_ENV, install, run
+from .baking import TEMPLATE, UV_ENV, install, read_env, run
 from .postgres import Postgres
 
 CRUFT = str(Path(sys.executable).with_name("cruft"))
@@ -300,7 +301,10 @@ def test_the_updated_project_passes_its_own_checks(update: Update, postgres: Pos
     """After the update, the steps of the project's CI pass: make lint (once the user's revision
     accepts what squawk, new in it, finds there, as the CHANGELOG says), make migrate, alembic
     check (the user's model and revision agree), make test (the release's new test with them)."""
-    postgres.provision(SLUG, PASSWORD, SLUG)
+    app = urlsplit(read_env(update.project)["DATABASE_URL"])  # the app's role, as make db
+    postgres.provision(
+        SLUG, PASSWORD, SLUG, app=(unquote(app.username or ""), unquote(app.password or ""))
+    )
     install(update.project)
     found = run(update.project, "make", "lint", check=False)
     rules = ["prefer-bigint-over-int", "prefer-text-field"]
