@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import URL, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from {{ cookiecutter.project_slug }}.core import database
 from {{ cookiecutter.project_slug }}.settings import Settings
@@ -20,6 +20,20 @@ def settings_for(url: URL, **overrides: Any) -> Settings:
     migration URL (the test database's) unless `overrides` give one."""
     overrides.setdefault("database_migration_url", None)
     return Settings(database_url=SecretStr(url.render_as_string(hide_password=False)), **overrides)
+
+
+async def fail_inserts(session: AsyncSession, condition: str) -> None:
+    """Make every INSERT into tutorials raise SQLSTATE `condition` (undone with the test's
+    transaction)."""
+    await session.execute(
+        text(
+            "CREATE FUNCTION fail() RETURNS trigger LANGUAGE plpgsql AS"
+            f" $$ BEGIN RAISE EXCEPTION 'failed' USING ERRCODE = '{condition}'; END $$"
+        )
+    )
+    await session.execute(
+        text("CREATE TRIGGER fail BEFORE INSERT ON tutorials FOR EACH ROW EXECUTE FUNCTION fail()")
+    )
 
 
 async def idle_in_transaction(engine: AsyncEngine) -> int:

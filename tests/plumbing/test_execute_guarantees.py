@@ -18,7 +18,7 @@ from {{ cookiecutter.project_slug }}.core.migrations import upgrade
 from {{ cookiecutter.project_slug }}.models import Tutorial
 
 from ..server_state import count_tutorials
-from .conftest import idle_in_transaction, settings_for
+from .conftest import fail_inserts, idle_in_transaction, settings_for
 from .test_resilience import statements_logged
 
 Bind = Callable[..., AsyncEngine]
@@ -55,15 +55,7 @@ async def test_each_failure_is_raised_as_get_session_raises_it(
 ) -> None:
     """The same failing INSERT through get_session() and through execute(): the same error
     class, SQLSTATE and transience, so the web layer answers both alike; nothing stored."""
-    await session.execute(
-        text(
-            "CREATE FUNCTION fail() RETURNS trigger LANGUAGE plpgsql AS"
-            f" $$ BEGIN RAISE EXCEPTION 'failed' USING ERRCODE = '{condition}'; END $$"
-        )
-    )
-    await session.execute(
-        text("CREATE TRIGGER fail BEFORE INSERT ON tutorials FOR EACH ROW EXECUTE FUNCTION fail()")
-    )
+    await fail_inserts(session, condition)
     expected, got = await raised(in_a_session), await raised(lambda: execute(INSERT))
     assert (type(got), sqlstate(got), is_transient(got)) == (
         type(expected),

@@ -16,7 +16,7 @@ from {{ cookiecutter.project_slug }}.core import database
 from {{ cookiecutter.project_slug }}.web import create_app
 
 from ...server_state import count_tutorials
-from ..conftest import idle_in_transaction, settings_for
+from ..conftest import fail_inserts, idle_in_transaction, settings_for
 from ..test_replicas import Pair, pair, replayed, route  # noqa: F401  (fixtures: pair, route)
 from ..test_resilience import SilentProxy
 
@@ -331,15 +331,7 @@ async def test_each_database_failure_gets_its_status(
 ) -> None:
     """What a retry may outlast is a 503 with Retry-After; a conflict a 409; a bug a 500: the
     same for the service's one-statement POST as for a route's session."""
-    await session.execute(
-        text(
-            "CREATE FUNCTION fail() RETURNS trigger LANGUAGE plpgsql AS"
-            f" $$ BEGIN RAISE EXCEPTION 'failed' USING ERRCODE = '{condition}'; END $$"
-        )
-    )
-    await session.execute(
-        text("CREATE TRIGGER fail BEFORE INSERT ON tutorials FOR EACH ROW EXECUTE FUNCTION fail()")
-    )
+    await fail_inserts(session, condition)
     response = await client.post(path, json={"name": "fails"})
     assert response.status_code == status
     assert response.headers.get("retry-after") == ("1" if status == 503 else None)
